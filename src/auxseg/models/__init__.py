@@ -1,0 +1,1 @@
+"""Networks: backbones behind a registry, the CAM classifier, AuxSegNet and DeepLab."""

@@ -1,0 +1,74 @@
+"""DeepLab-v3 (Chen et al., 2017) on a registry backbone: ASPP head for fully supervised / pseudo-label training.
+
+Head (torchvision's ``DeepLabHead``): ASPP with a 1×1 branch, three 3×3 atrous branches (rates 6/12/18 by default) and
+image pooling, 256 channels each with BatchNorm, projected to 256 (+ dropout 0.5) → 3×3 conv 256 + BN + ReLU → 1×1 conv
+to the class logits. Logits stay at the backbone's stride; upsample them to the label size for the loss.
+Note: in training mode the image-pooling branch's BatchNorm sees one value per channel and image, so training needs
+batches of at least 2 images.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+
+from auxseg.models.classifier import ParamGroup, backbone_channels, check_images
+
+
+class DeepLab(nn.Module):
+    """x (B, 3, H, W) ImageNet-normalised → logits (B, num_classes, h, w), h = ceil(H / output_stride)."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, *, atrous_rates: Sequence[int] = (6, 12, 18)) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
+        rates = tuple(int(rate) for rate in atrous_rates)
+        if len(rates) == 0 or any(rate < 1 for rate in rates):
+            raise ValueError(f"atrous_rates must be positive integers, got {tuple(atrous_rates)}")
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.head = DeepLabHead(backbone_channels(backbone), num_classes, atrous_rates=rates)
+
+    @classmethod
+    def from_backbone_name(
+        cls,
+        backbone_name: str,
+        num_classes: int,
+        *,
+        output_stride: int = 8,
+        backbone_weights: str | None = None,
+        backbone_sha256: str | None = None,
+        freeze_bn: bool | None = None,
+        atrous_rates: Sequence[int] = (6, 12, 18),
+    ) -> "DeepLab":
+        """Build the backbone with :func:`auxseg.models.backbones.create_backbone`, then DeepLab on it."""
+        from auxseg.models.backbones import create_backbone
+
+        backbone = create_backbone(
+            backbone_name,
+            output_stride=output_stride,
+            weights=backbone_weights,
+            sha256=backbone_sha256,
+            freeze_bn=freeze_bn,
+        )
+        return cls(backbone, num_classes, atrous_rates=atrous_rates)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 3, H, W) → segmentation logits (B, num_classes, h, w)."""
+        check_images(x)
+        return self.head(self.backbone(x))
+
+    def param_groups(self, head_lr_mult: float = 10.0) -> list[ParamGroup]:
+        """Optimiser groups: backbone 1×, ASPP head ``head_lr_mult``× (frozen parameters included)."""
+        if head_lr_mult <= 0:
+            raise ValueError(f"head_lr_mult must be > 0, got {head_lr_mult}")
+        return [
+            {"params": list(self.backbone.parameters()), "lr_mult": 1.0, "name": "backbone"},
+            {"params": list(self.head.parameters()), "lr_mult": float(head_lr_mult), "name": "head"},
+        ]
+
+
+__all__ = ["DeepLab"]

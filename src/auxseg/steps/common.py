@@ -1,0 +1,133 @@
+"""Helpers shared by the pipeline steps: splits, model checkpoints, fingerprints, staged output folders."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from auxseg.config import DatasetParams, NetworkParams
+from auxseg.io import atomic_write
+from auxseg.params import to_dict
+
+CHECKPOINT_ROOT = Path(".auxseg/checkpoints")
+"""Per-stage resume checkpoints (git- and DVC-ignored scratch); removed when a training finishes."""
+
+
+def open_split(dataset: DatasetParams, role: str):
+    """The train or val :class:`~auxseg.data.datasets.DatasetSplit` (already validated by ``prepare_data``)."""
+    from auxseg.data.datasets import load_split
+
+    if role not in ("train", "val"):
+        raise ValueError(f"role must be 'train' or 'val', got {role!r}")
+    return load_split(dataset, dataset.train_split if role == "train" else dataset.val_split, validate=False)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable hash of params and other JSON-able values (identifies a training run for resuming)."""
+    text = json.dumps([to_dict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_model(path: str | Path, model: torch.nn.Module, **meta: Any) -> None:
+    """Write ``{"meta": meta, "state_dict": ...}`` atomically (bytes depend only on the weights and meta)."""
+    buffer = io.BytesIO()
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    torch.save({"meta": meta, "state_dict": state}, buffer)
+    with atomic_write(path) as handle:
+        handle.write(buffer.getvalue())
+
+
+def load_model_file(path: str | Path) -> dict:
+    """Read a checkpoint written by :func:`save_model`; a missing or foreign file is a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found (run the stage that writes it first)")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or "meta" not in payload or "state_dict" not in payload:
+        raise ValueError(f"{path}: not an auxseg model file (expected 'meta' and 'state_dict')")
+    return payload
+
+
+def build_classifier(network: NetworkParams, num_classes_fg: int):
+    from auxseg.models.classifier import CamClassifier
+
+    return CamClassifier.from_backbone_name(
+        network.backbone,
+        num_classes_fg,
+        output_stride=network.output_stride,
+        backbone_weights=network.weights,
+        backbone_sha256=network.sha256,
+    )
+
+
+def build_auxsegnet(meta: dict, *, branch_channels: int, use_cross_task_affinity: bool):
+    """An AuxSegNet on the backbone recorded in ``meta`` (the backbone comes from the previous round's model)."""
+    from auxseg.models.auxsegnet import AuxSegNet
+
+    return AuxSegNet.from_backbone_name(
+        meta["backbone"],
+        int(meta["num_classes_fg"]),
+        output_stride=int(meta.get("output_stride", 8)),
+        branch_channels=branch_channels,
+        use_cross_task_affinity=use_cross_task_affinity,
+    )
+
+
+def load_auxsegnet(path: str | Path):
+    """Rebuild the AuxSegNet saved at ``path`` (strict load) and return (model in eval mode, meta)."""
+    payload = load_model_file(path)
+    meta = payload["meta"]
+    if meta.get("kind") != "auxsegnet":
+        raise ValueError(f"{path}: expected an AuxSegNet model, found kind {meta.get('kind')!r}")
+    model = build_auxsegnet(
+        meta, branch_channels=int(meta["branch_channels"]), use_cross_task_affinity=bool(meta["use_cross_task_affinity"])
+    )
+    model.load_state_dict(payload["state_dict"], strict=True)
+    return model.eval(), meta
+
+
+@contextlib.contextmanager
+def staged_directory(final: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary sibling of ``final``; on success it replaces ``final``, on failure it is removed.
+
+    A stage that fails half-way therefore leaves neither a partial output folder nor a stale one mixed with new files.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield staging
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def select_sample_ids(ids: tuple[str, ...] | list[str], count: int) -> list[str]:
+    """A fixed, evenly spaced subset of ids (the same images in every round's overlays)."""
+    if count <= 0 or not ids:
+        return []
+    positions = np.linspace(0, len(ids) - 1, num=min(count, len(ids))).round().astype(int)
+    return [ids[i] for i in sorted(set(positions.tolist()))]
+
+
+def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """RGB image (H, W, 3) with the VOC-coloured label map (H, W) blended on top; ignore pixels in light grey."""
+    from auxseg.io import colorize_label
+
+    colours = colorize_label(label).astype(np.float32)
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colours
+    background = label == 0
+    blended[background] = image[background] * 0.6 + 0.4 * colours[background]
+    return np.clip(blended.round(), 0, 255).astype(np.uint8)

@@ -1,0 +1,89 @@
+"""Step ``update_labels``: new pseudo labels from a round's AuxSegNet (spec §4.3), per train image at full size.
+
+1. forward once (single scale, eval mode) → raw CAMs, refined saliency logit and the cross-task affinity A_CT;
+2. CAMs: ReLU, each class divided by its max + 1e-5, absent classes zero; propagated ONCE with A_CT (identity in the
+   ablation), not renormalised; upsampled bilinearly to (H, W);
+3. saliency labels = saliency CRF (one mean-field step) of ½(sigmoid(refined saliency) + the original prior);
+4. segmentation labels = fusion of the propagated CAMs and the new saliency labels (CAM > t_cam, saliency > t_sal);
+5. confidence = per-pixel max of the propagated CAMs of the image's classes, clipped to [0, 1].
+The forward pass runs here; CRF, fusion and writing run in a process pool (``runtime.crf_workers``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from auxseg.config import DatasetParams, PseudoLabelParams, RoundParams, RuntimeSection, SaliencyParams
+from auxseg.io import load_gray_png, save_gray_png, save_label_png
+from auxseg.steps.common import load_auxsegnet, open_split, staged_directory
+
+
+def predict_label_inputs(model, image: torch.Tensor, image_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """image (1, 3, H, W) normalised → (propagated normalised CAMs (K, H, W), refined saliency (H, W) in [0, 1])."""
+    from auxseg.affinity import propagate
+    from auxseg.cam import normalize_cams
+
+    height, width = image.shape[-2:]
+    output = model(image, return_affinity=True)
+    labels = torch.as_tensor(image_labels, dtype=torch.float32, device=image.device)
+    cams = normalize_cams(output.cam.float(), labels.unsqueeze(0))
+    if output.affinity is not None:
+        cams = propagate(output.affinity.float(), cams)
+    cams = F.interpolate(cams, size=(height, width), mode="bilinear", align_corners=False)[0]
+    saliency = torch.sigmoid(
+        F.interpolate(output.sal_refined.float(), size=(height, width), mode="bilinear", align_corners=False)
+    )[0, 0]
+    return cams.cpu().numpy(), saliency.cpu().numpy()
+
+
+def _finish(task: dict) -> None:
+    from auxseg.crf import saliency_crf
+    from auxseg.pseudo_labels import fuse_cam_saliency, label_confidence
+
+    fused = 0.5 * (task["refined_saliency"] + task["prior"])
+    saliency = saliency_crf(task["rgb"], fused, iterations=task["crf_iterations"]) if task["crf_iterations"] else fused
+    saliency = np.clip(saliency, 0.0, 1.0)
+    cams = task["cams"]
+    seg = fuse_cam_saliency(
+        cams, saliency, task["labels"], cam_threshold=task["cam_threshold"], saliency_threshold=task["saliency_threshold"]
+    )
+    out_dir: Path = task["out_dir"]
+    save_label_png(out_dir / "seg" / f"{task['id']}.png", seg)
+    save_gray_png(out_dir / "sal" / f"{task['id']}.png", saliency)
+    save_gray_png(out_dir / "conf" / f"{task['id']}.png", label_confidence(cams, task["labels"]))
+
+
+def run(dataset: DatasetParams, saliency: SaliencyParams, pseudo_labels: PseudoLabelParams, runtime: RuntimeSection,
+        round_name: str, round_params: RoundParams) -> None:
+    from auxseg.data.training import normalize_image
+    from auxseg.engine import resolve_device
+    from auxseg.inference import forward_then_pool
+
+    split = open_split(dataset, "train")
+    device = resolve_device(runtime)
+    model, _ = load_auxsegnet(Path(pseudo_labels.models_root) / f"{round_name}.pt")
+    model.to(device)
+    cam_threshold = pseudo_labels.cam_threshold if round_params.cam_threshold is None else round_params.cam_threshold
+    saliency_threshold = (
+        pseudo_labels.saliency_threshold if round_params.saliency_threshold is None else round_params.saliency_threshold
+    )
+    with staged_directory(Path(pseudo_labels.out_root) / round_name) as staging:
+
+        def forward(image_id: str) -> dict:
+            rgb = split.load_image(image_id)
+            labels = split.image_labels[image_id]
+            with torch.inference_mode():
+                cams, refined = predict_label_inputs(model, normalize_image(rgb).unsqueeze(0).to(device), labels)
+            return {
+                "id": image_id, "rgb": rgb, "labels": labels, "cams": cams, "refined_saliency": refined,
+                "prior": load_gray_png(Path(saliency.out_dir) / f"{image_id}.png"), "out_dir": staging,
+                "cam_threshold": cam_threshold, "saliency_threshold": saliency_threshold,
+                "crf_iterations": pseudo_labels.saliency_crf_iterations,
+            }
+
+        forward_then_pool(split.ids, forward, _finish, workers=runtime.crf_workers, desc=f"labels {round_name}")
+    print(f"round {round_name}: {len(split.ids)} label maps -> {pseudo_labels.out_root}/{round_name}")

@@ -1,0 +1,67 @@
+"""Typed params: unknown keys, wrong types and out-of-range values fail with the key's name."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from auxseg.config import SyntheticParams
+from auxseg.params import ParamError, load_stage_params, parse_section, validate_params_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_committed_params_file_is_valid():
+    parsed = validate_params_file(ROOT / "params.yaml")
+    assert parsed["synthetic"].num_classes >= 2
+    assert parsed["dataset"].name == "synthetic"
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"n_trian": 3}, r"synthetic\.n_trian: unknown key"),
+        ({"n_train": "many"}, r"synthetic\.n_train: expected an integer"),
+        ({"n_train": 2.5}, r"synthetic\.n_train: expected an integer"),
+        ({"n_train": True}, r"synthetic\.n_train: expected an integer"),
+        ({"n_train": 0}, r"synthetic\.n_train: 0 is out of range \(must be >= 1\)"),
+        ({"distractor_rate": 1.5}, r"synthetic\.distractor_rate: 1.5 is out of range"),
+        ({"min_side": 200, "max_side": 100}, r"synthetic\.min_side: 200 is larger than synthetic\.max_side"),
+    ],
+)
+def test_bad_values_name_the_key(data, message):
+    with pytest.raises(ParamError, match=message):
+        parse_section(SyntheticParams, data, "synthetic")
+
+
+def test_literal_and_optional_types():
+    from auxseg.config import DatasetParams
+
+    with pytest.raises(ParamError, match=r"dataset\.name: 'pascal' is not one of"):
+        parse_section(DatasetParams, {"name": "pascal"}, "dataset")
+    assert parse_section(DatasetParams, {"image_labels": None}, "dataset").image_labels is None
+    with pytest.raises(ParamError, match=r"dataset\.image_labels: expected a string"):
+        parse_section(DatasetParams, {"image_labels": 3}, "dataset")
+
+
+def test_ints_are_accepted_for_floats():
+    assert parse_section(SyntheticParams, {"distractor_rate": 1}, "synthetic").distractor_rate == 1.0
+
+
+def test_unknown_top_level_key_and_section(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"seed": 0, "synthetc": {"n_train": 3}}))
+    with pytest.raises(ParamError, match="synthetc: unknown top-level key"):
+        load_stage_params(["synthetic"], path)
+    path.write_text(yaml.safe_dump({"seed": "zero"}))
+    with pytest.raises(ParamError, match="seed: expected an integer"):
+        validate_params_file(path)
+
+
+def test_missing_sections_take_defaults_outside_dvc(tmp_path, monkeypatch):
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"synthetic": {"n_train": 5}}))
+    params = load_stage_params(["synthetic", "seed"], path)
+    assert params["synthetic"].n_train == 5 and params["synthetic"].n_val == SyntheticParams().n_val
+    assert params["seed"] == 0
