@@ -6,7 +6,8 @@
 * :func:`dense_crf`: the final-prediction CRF over C class probabilities (``crf_inference_inf``:
   Gaussian(sxy 4, compat 3), bilateral(sxy 83, srgb 5, compat 3), 10 iterations).
 * :func:`dense_crf_present`: the same CRF over the classes present in the image only. The cost of
-  pydensecrf grows with the number of labels, so this is several times cheaper than all 21 VOC classes.
+  pydensecrf grows with the number of labels on top of a fixed lattice set-up cost; measured at 375×500 with
+  10 iterations on a shared 2-core CPU: 0.76 s for 21 classes, 0.43 s for 3 (background + 2).
 
 The unary of :func:`dense_crf` is −log(max(p, clip)) with ``clip`` = 1e-8 by default. pydensecrf's
 ``unary_from_softmax``, which the released AuxSegNet code calls with its default arguments, floors the

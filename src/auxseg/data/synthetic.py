@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import shutil
 import tempfile
@@ -51,6 +52,7 @@ JPEG_QUALITY = 90
 MAX_SCENE_ATTEMPTS = 50
 _DATASET_MARKERS = ("class_names.json", "image_labels.json")
 _SPLIT_CODES = {"train": 0, "val": 1}
+_SCENE_ARGUMENTS = ("num_classes", "max_objects", "distractor_rate", "cooccurrence_rate", "part_fraction", "boundary_width")
 
 # Class appearance: part colour (sRGB in [0, 1]) and part pattern. The first six colours are the most distinct
 # hues, so the default K = 6 gets one hue per class; (colour, pattern) pairs stay unique up to 21 classes.
@@ -458,10 +460,11 @@ def _validate(arguments: dict) -> None:
     """Check types and the ranges declared on :class:`auxseg.config.SyntheticParams`; ValueError names the argument."""
     specs = {spec.name: spec for spec in dataclasses.fields(SyntheticParams)}
     for name, value in arguments.items():
-        expected = float if isinstance(specs[name].default, float) else int
-        if isinstance(value, bool) or not isinstance(value, (int, float) if expected is float else int):
-            raise ValueError(f"{name} must be {'a number' if expected is float else 'an integer'}, got {value!r}")
-        if expected is float and not math.isfinite(value):
+        expected = numbers.Real if isinstance(specs[name].default, float) else numbers.Integral
+        if isinstance(value, bool) or not isinstance(value, expected):
+            kind = "a number" if expected is numbers.Real else "an integer"
+            raise ValueError(f"{name} must be {kind}, got {value!r}")
+        if expected is numbers.Real and not math.isfinite(value):
             raise ValueError(f"{name} must be finite, got {value!r}")
         metadata = specs[name].metadata
         for bound, holds, word in (
@@ -530,7 +533,10 @@ def generate(
         part_fraction=part_fraction, boundary_width=boundary_width,
     )  # fmt: skip
     _validate(arguments)
-    root = Path(root)
+    # plain Python numbers from here on (numpy scalars are accepted above)
+    config = {name: int(value) if isinstance(value, numbers.Integral) else float(value) for name, value in arguments.items()}
+    scene = {name: config[name] for name in _SCENE_ARGUMENTS}
+    root = Path(os.path.abspath(root))
     _check_replaceable(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     partial_prefix = f".{root.name}.partial-"
@@ -539,17 +545,13 @@ def generate(
     staging = Path(tempfile.mkdtemp(prefix=partial_prefix, dir=root.parent))
     try:
         labels: dict[str, list[int]] = {}
-        for split, count in (("train", n_train), ("val", n_val)):
+        for split in ("train", "val"):
             ids = []
-            for index in range(count):
-                rng = sample_rng(seed, split, index)
-                height = int(rng.integers(min_side, max_side + 1))
-                width = int(rng.integers(min_side, max_side + 1))
-                sample = render_sample(
-                    rng, height=height, width=width, num_classes=num_classes, max_objects=max_objects,
-                    distractor_rate=distractor_rate, cooccurrence_rate=cooccurrence_rate,
-                    part_fraction=part_fraction, boundary_width=boundary_width,
-                )  # fmt: skip
+            for index in range(config[f"n_{split}"]):
+                rng = sample_rng(config["seed"], split, index)
+                height = int(rng.integers(config["min_side"], config["max_side"] + 1))
+                width = int(rng.integers(config["min_side"], config["max_side"] + 1))
+                sample = render_sample(rng, height=height, width=width, **scene)
                 sample_id = image_id(split, index)
                 _write_sample(staging, sample_id, sample)
                 labels[sample_id] = sample.classes
@@ -557,7 +559,7 @@ def generate(
             with atomic_write(staging / "ImageSets" / "Segmentation" / f"{split}.txt", "w") as handle:
                 handle.write("".join(f"{sample_id}\n" for sample_id in ids))
         save_json(staging / "image_labels.json", labels)
-        save_json(staging / "class_names.json", class_names(num_classes))
+        save_json(staging / "class_names.json", class_names(config["num_classes"]))
         statistics = dataset_statistics(staging)
         save_json(staging / "stats.json", statistics)
         os.chmod(staging, 0o755)  # mkdtemp creates 0700
