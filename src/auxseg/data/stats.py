@@ -218,7 +218,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps(statistics, indent=2, sort_keys=True) if args.json else format_table(statistics))
+    try:
+        print(json.dumps(statistics, indent=2, sort_keys=True) if args.json else format_table(statistics), flush=True)
+    except BrokenPipeError:  # output piped into e.g. `head`: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
