@@ -228,7 +228,7 @@ class PseudoLabelParams:
     out_root: str = field("data/rounds", help="labels of round rK go to <out_root>/rK/{seg,sal,conf}")
     models_root: str = field("models/rounds", help="the model of round rK is <models_root>/rK.pt")
     metrics_root: str = field("metrics/rounds", help="metrics of round rK go to <metrics_root>/rK.json")
-    overlay_root: str = field("plots/overlays", help="coloured label overlays of sample images per round")
+    overlay_root: str = field("metrics/overlays", help="coloured label overlays of sample images per round")
     num_overlays: int = field(6, ge=0)
 
 
@@ -314,5 +314,5 @@ class EvaluateParams:
     flip: bool = True
     crf_iterations: int = field(10, ge=1)
     metrics_out: str = "metrics/final.json"
-    confusion_out: str = "plots/confusion_final.csv"
-    summary_csv: str = "plots/miou_per_round.csv"
+    confusion_out: str = "metrics/confusion_final.csv"
+    summary_csv: str = "metrics/miou_per_round.csv"
