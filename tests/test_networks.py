@@ -309,3 +309,38 @@ def test_full_network_shapes_with_large_backbones(backbone_name):
     assert out.seg_refined.shape == (1, 21, 47, 63) and out.sal_refined.shape == (1, 1, 47, 63)
     assert out.affinity.shape == (1, 2961, 2961)
     assert torch.isfinite(out.seg_refined).all()
+
+
+# ------------------------------------------------------------------------------------------------ paper variants
+def test_paper_variant_without_extra_dilated_conv():
+    code = make_auxsegnet(branch_channels=16)
+    paper = make_auxsegnet(branch_channels=16, extra_dilated_conv=False)
+    assert code.seg_conv3 is not None and code.sal_conv3 is not None
+    assert paper.seg_conv3 is None and paper.sal_conv3 is None
+    assert not any(name.startswith(("seg_conv3", "sal_conv3")) for name in paper.state_dict())
+    removed = sum(p.numel() for m in (code.seg_conv3, code.sal_conv3) for p in m.parameters())
+    assert sum(p.numel() for p in code.parameters()) - sum(p.numel() for p in paper.parameters()) == removed
+    with torch.no_grad():
+        out = paper.eval()(torch.randn(1, 3, 40, 48))
+    assert out.seg_init.shape == (1, NUM_FG + 1, 5, 6) and out.sal_refined.shape == (1, 1, 5, 6)
+    # the branch goes straight from the enhanced features to the 1×1 classifier
+    heads = parameter_ids(paper.param_groups()[1]["params"])
+    assert parameter_ids(paper.seg_conv4.parameters()) <= heads
+
+
+def test_paper_variant_refines_probabilities():
+    model = make_auxsegnet(branch_channels=16, refine_target="probabilities").eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 40, 48), return_affinity=True)
+    affinity = out.affinity[0]  # (N, N)
+    seg_probs = torch.softmax(out.seg_init[0].flatten(1), dim=0)  # (K+1, N)
+    expected_seg = seg_probs @ affinity.T  # (K+1, N): Σ_j A[i, j] p[c, j]
+    expected_seg = expected_seg / expected_seg.sum(0, keepdim=True)
+    torch.testing.assert_close(torch.softmax(out.seg_refined[0].flatten(1), dim=0), expected_seg, atol=1e-5, rtol=1e-4)
+    expected_sal = torch.sigmoid(out.sal_init[0].flatten(1)) @ affinity.T
+    torch.testing.assert_close(torch.sigmoid(out.sal_refined[0].flatten(1)), expected_sal, atol=1e-5, rtol=1e-4)
+
+
+def test_unknown_refine_target_is_rejected():
+    with pytest.raises(ValueError, match="refine_target"):
+        make_auxsegnet(refine_target="features")

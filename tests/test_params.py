@@ -65,3 +65,37 @@ def test_missing_sections_take_defaults_outside_dvc(tmp_path, monkeypatch):
     params = load_stage_params(["synthetic", "seed"], path)
     assert params["synthetic"].n_train == 5 and params["synthetic"].n_val == SyntheticParams().n_val
     assert params["seed"] == 0
+
+
+def test_the_committed_rounds_chain_is_linear_and_ends_at_final_round():
+    from auxseg.config import INITIAL_ROUND, round_chain
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    rounds, final = data["rounds"], data["final_round"]
+    # checked by hand, independently of round_chain: every predecessor exists, each is refined once, no cycle
+    prevs = [spec["prev"] for spec in rounds.values()]
+    assert all(prev == INITIAL_ROUND or prev in rounds for prev in prevs)
+    assert len(set(prevs)) == len(prevs) and INITIAL_ROUND not in rounds
+    chain, child = [INITIAL_ROUND], {spec["prev"]: name for name, spec in rounds.items()}
+    while chain[-1] in child and len(chain) <= len(rounds):
+        chain.append(child[chain[-1]])
+    assert sorted(chain[1:]) == sorted(rounds), "a round is not reachable from r0 (cycle)"
+    assert chain[-1] == final
+    parsed = validate_params_file(ROOT / "params.yaml")
+    assert round_chain(parsed["rounds"], parsed["final_round"]) == chain
+
+
+@pytest.mark.parametrize(
+    "rounds, final, message",
+    [
+        ({"r1": "r1"}, "r1", r"rounds\.r1\.prev: 'r1' is neither r0|rounds\.r1\.prev: a round cannot refine itself"),
+        ({"r0": "r0", "r1": "r0"}, "r1", r"rounds\.r0: reserved"),
+        ({"r1": "r0", "r2": "r1", "r3": "r2"}, "r2", r"final_round: 'r2' is not the last round of the chain \(r3\)"),
+        ({"r1": "r0", "a": "b", "b": "a"}, "r1", r"rounds\.(a|b): not reachable from r0"),
+    ],
+)
+def test_round_chain_rejects_broken_chains(rounds, final, message):
+    from auxseg.config import RoundParams, round_chain
+
+    with pytest.raises(ParamError, match=message):
+        round_chain({name: RoundParams(prev=prev) for name, prev in rounds.items()}, final)

@@ -259,3 +259,20 @@ def test_inference_set_returns_full_size_images(split):
     assert batch["id"] == ["small"] and batch["image"].shape == (1, 3, 20, 30) and batch["rgb"].shape == (1, 20, 30, 3)
     with pytest.raises(ValueError, match="not in the split"):
         InferenceSet(split, ids=["missing"])
+
+
+def test_color_jitter_changes_only_the_image_and_is_seeded():
+    image = np.random.default_rng(0).integers(0, 256, (50, 60, 3), dtype=np.uint8)
+    label = np.random.default_rng(1).integers(0, 4, (50, 60), dtype=np.uint8)
+    plain = scale_flip_crop(image, AugmentParams(crop_size=40), np.random.default_rng(2), label_maps={"seg": label})
+    first = scale_flip_crop(
+        image, AugmentParams(crop_size=40, color_jitter=0.4), np.random.default_rng(2), label_maps={"seg": label}
+    )
+    again = scale_flip_crop(
+        image, AugmentParams(crop_size=40, color_jitter=0.4), np.random.default_rng(2), label_maps={"seg": label}
+    )
+    assert torch.equal(first["image"], again["image"])
+    assert torch.equal(first["seg"], plain["seg"]) and torch.equal(first["valid"], plain["valid"])
+    assert not torch.allclose(first["image"], plain["image"])
+    with pytest.raises(ParamError, match="color_jitter"):
+        parse_section(AugmentParams, {"color_jitter": 1.5}, "classifier.augment")

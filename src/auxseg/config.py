@@ -117,12 +117,16 @@ class RuntimeParams:
 
 @dataclass(frozen=True)
 class AugmentParams:
-    """Training augmentation (AuxSegNet's released code: crop 321, scale 0.7–1.3, flip)."""
+    """Training augmentation (AuxSegNet's released code: crop 321, scale 0.7–1.3, flip; the paper: colour jitter)."""
 
     crop_size: int = field(321, ge=1, help="side S of the square training crop")
     scale_min: float = field(0.7, gt=0.0)
     scale_max: float = field(1.3, gt=0.0)
     flip: bool = field(True, help="random horizontal flip with p = 0.5")
+    color_jitter: float = field(
+        0.0, ge=0.0, lt=1.0,
+        help="paper only (the released code has none): brightness, contrast and saturation factors ~ U(1-j, 1+j)",
+    )
     pad_label: Literal["ignore", "background"] = field(
         "ignore", help="label of padded pixels: 255 (ignore) or 0 (background, as the published code pads)"
     )
@@ -238,6 +242,12 @@ class AuxSegNetParams:
 
     branch_channels: int = field(128, ge=8)
     use_cross_task_affinity: bool = field(True, help="false: identity instead of A_CT (ablation)")
+    extra_dilated_conv: bool = field(
+        True, help="the rate-18 3×3 conv of each branch: released code true, paper false (not mentioned there)"
+    )
+    refine_target: Literal["logits", "probabilities"] = field(
+        "logits", help="what A_CT refines: logits (released code) or probabilities (the paper's wording)"
+    )
     loss_weights: LossWeights = field(LossWeights())
     augment: AugmentParams = field(AugmentParams())
     optim: OptimParams = field(OptimParams())

@@ -87,6 +87,18 @@ def _resize(maps: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tenso
     return F.interpolate(maps[None], size=size, mode="nearest")[0]
 
 
+def _color_jitter(pixels: torch.Tensor, strength: float, rng: np.random.Generator) -> torch.Tensor:
+    """pixels float (3, H, W) in [0, 255] → jittered copy in [0, 255]; factors ~ U(1 − strength, 1 + strength)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    brightness, contrast, saturation = rng.uniform(1.0 - strength, 1.0 + strength, size=3)
+    image = pixels / 255.0
+    image = TF.adjust_brightness(image, float(brightness))
+    image = TF.adjust_contrast(image, float(contrast))
+    image = TF.adjust_saturation(image, float(saturation))
+    return image.clamp_(0.0, 1.0) * 255.0
+
+
 def scale_flip_crop(
     image: np.ndarray,
     params: AugmentParams,
@@ -100,7 +112,9 @@ def scale_flip_crop(
     image uint8 (H, W, 3); label_maps uint8 (H, W) class indices; grey_maps float (H, W) in [0, 1].
     Returns "image" float32 (3, S, S) normalised (0 on padding), "valid" bool (S, S) (False on padding), each
     label map as int64 (S, S) padded with ``params.label_pad_value`` and each grey map as float32 (S, S)
-    padded with 0. Draws, in order: scale, flip coin, top offset, left offset.
+    padded with 0. Draws, in order: scale, flip coin, top offset, left offset, then, only when
+    ``params.color_jitter`` j > 0, brightness, contrast and saturation factors ~ U(1 − j, 1 + j) applied in that
+    order to the image (torchvision's functional ops; the maps are untouched).
     """
     image = _check_rgb(image, "image")
     height, width = image.shape[:2]
@@ -128,6 +142,8 @@ def scale_flip_crop(
         return out
 
     pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+    if params.color_jitter > 0:
+        pixels = _color_jitter(pixels, params.color_jitter, rng)
     resized = _resize(pixels, size, "bilinear")
     if flip:
         resized = resized.flip(-1)

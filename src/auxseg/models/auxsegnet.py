@@ -3,12 +3,15 @@
 One backbone feeds three heads:
 - classification: the CamClassifier head (``fc8``), logits (B, K) and raw CAMs (B, K, h, w);
 - segmentation: ``seg_conv1`` (3×3, dil 6) → ``seg_conv2`` (3×3, dil 12) → task affinity A_seg (``seg_att``) and
-  feature enhancement F + ``seg_W``(A_seg · ``seg_g``(F)) → ``seg_conv3`` (3×3, dil 18) → ``seg_conv4``
-  (1×1, K+1 logits);
+  feature enhancement F + ``seg_W``(A_seg · ``seg_g``(F)) → ``seg_conv3`` (3×3, dil 18; released code only, the
+  paper has no such layer: ``extra_dilated_conv=False``) → ``seg_conv4`` (1×1, K+1 logits);
 - saliency: the same with its own weights (``sal_*``) and one logit.
 The cross-task affinity A_CT = ω0 ⊙ A_seg + ω1 ⊙ A_sal, with ω = softmax over channels of ``cross_att`` applied to the
-stacked (seg, sal) N×N affinities, refines both logit maps once: refined[c, i] = Σ_j A_CT[i, j] · logits[c, j].
-N = h·w positions, row-major. Rows of A_CT are not renormalised.
+stacked (seg, sal) N×N affinities, refines both logit maps once: refined[c, i] = Σ_j A_CT[i, j] · logits[c, j]
+(released code, ``refine_target="logits"``). The paper's wording refines probabilities instead
+(``refine_target="probabilities"``): refined seg = log(A_CT · softmax(seg) + ε), refined sal = logit(A_CT · σ(sal)),
+returned in logit form so the same losses and post-processing apply. N = h·w positions, row-major. Rows of A_CT are
+not renormalised.
 
 Module names follow the released code (``fc8``, ``seg_conv1``…, ``seg_att.theta``/``phi``, ``seg_g``, ``seg_W``,
 ``cross_att.0``/``cross_att.2``); the NLBlock's unused ``g``/``W_z`` are left out.
@@ -56,6 +59,27 @@ def refine_with_affinity(affinity: torch.Tensor | None, maps: torch.Tensor) -> t
     return propagate(affinity, maps)
 
 
+REFINE_TARGETS = ("logits", "probabilities")
+PROBABILITY_EPS = 1e-6
+"""Floor of refined probabilities before the log / logit (refine_target="probabilities")."""
+
+
+def refine_probabilities(
+    affinity: torch.Tensor, seg_logits: torch.Tensor, sal_logits: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's refinement of probabilities, returned as logits.
+
+    seg_logits (B, K+1, h, w), sal_logits (B, 1, h, w), affinity (B, N, N) →
+    (log(A · softmax(seg) + ε) (B, K+1, h, w), logit(clip(A · σ(sal), ε, 1 − ε)) (B, 1, h, w)); softmax of the first
+    is A · softmax(seg) renormalised, σ of the second is A · σ(sal).
+    """
+    seg_probs = propagate(affinity, torch.softmax(seg_logits.float(), dim=1))
+    sal_probs = propagate(affinity, torch.sigmoid(sal_logits.float())).clamp(PROBABILITY_EPS, 1 - PROBABILITY_EPS)
+    seg_refined = torch.log(seg_probs + PROBABILITY_EPS).to(seg_logits.dtype)
+    sal_refined = torch.logit(sal_probs).to(sal_logits.dtype)
+    return seg_refined, sal_refined
+
+
 class TaskAffinity(nn.Module):
     """Non-local (embedded Gaussian) affinity of one task: features (B, C, h, w) → A (B, N, N), rows sum to 1.
 
@@ -101,8 +125,12 @@ class AuxSegNet(nn.Module):
         branch_channels: int = 128,
         use_cross_task_affinity: bool = True,
         dropout: float = 0.5,
+        extra_dilated_conv: bool = True,
+        refine_target: str = "logits",
     ) -> None:
         super().__init__()
+        if refine_target not in REFINE_TARGETS:
+            raise ValueError(f"refine_target must be one of {REFINE_TARGETS}, got {refine_target!r}")
         if branch_channels < 1:
             raise ValueError(f"branch_channels must be >= 1, got {branch_channels}")
         if not 0.0 <= dropout < 1.0:
@@ -111,17 +139,19 @@ class AuxSegNet(nn.Module):
         self.backbone = backbone
         self.num_classes_fg = num_classes_fg
         self.use_cross_task_affinity = use_cross_task_affinity
+        self.extra_dilated_conv = extra_dilated_conv
+        self.refine_target = refine_target
 
         self.dropout = nn.Dropout2d(dropout)
         self.fc8 = make_fc8(in_channels, num_classes_fg)
 
         self.seg_conv1 = _dilated_conv(in_channels, branch_channels, 6)
         self.seg_conv2 = _dilated_conv(branch_channels, branch_channels, 12)
-        self.seg_conv3 = _dilated_conv(branch_channels, branch_channels, 18)
+        self.seg_conv3 = _dilated_conv(branch_channels, branch_channels, 18) if extra_dilated_conv else None
         self.seg_conv4 = _output_conv(branch_channels, num_classes_fg + 1)
         self.sal_conv1 = _dilated_conv(in_channels, branch_channels, 6)
         self.sal_conv2 = _dilated_conv(branch_channels, branch_channels, 12)
-        self.sal_conv3 = _dilated_conv(branch_channels, branch_channels, 18)
+        self.sal_conv3 = _dilated_conv(branch_channels, branch_channels, 18) if extra_dilated_conv else None
         self.sal_conv4 = _output_conv(branch_channels, 1)
 
         self.seg_att = TaskAffinity(branch_channels)
@@ -153,6 +183,8 @@ class AuxSegNet(nn.Module):
         branch_channels: int = 128,
         use_cross_task_affinity: bool = True,
         dropout: float = 0.5,
+        extra_dilated_conv: bool = True,
+        refine_target: str = "logits",
     ) -> "AuxSegNet":
         """Build the backbone with :func:`auxseg.models.backbones.create_backbone`, then AuxSegNet on it."""
         from auxseg.models.backbones import create_backbone
@@ -170,6 +202,8 @@ class AuxSegNet(nn.Module):
             branch_channels=branch_channels,
             use_cross_task_affinity=use_cross_task_affinity,
             dropout=dropout,
+            extra_dilated_conv=extra_dilated_conv,
+            refine_target=refine_target,
         )
 
     # ----------------------------------------------------------------------------------------------------------
@@ -215,16 +249,22 @@ class AuxSegNet(nn.Module):
         sal_affinity = self.sal_att(sal_features)
 
         seg_features = self._enhance(seg_features, seg_affinity, self.seg_g, self.seg_W)
-        seg_init = self.seg_conv4(F.relu(self.seg_conv3(seg_features)))
+        if self.seg_conv3 is not None:
+            seg_features = F.relu(self.seg_conv3(seg_features))
+        seg_init = self.seg_conv4(seg_features)
         sal_features = self._enhance(sal_features, sal_affinity, self.sal_g, self.sal_W)
-        sal_init = self.sal_conv4(F.relu(self.sal_conv3(sal_features)))
+        if self.sal_conv3 is not None:
+            sal_features = F.relu(self.sal_conv3(sal_features))
+        sal_init = self.sal_conv4(sal_features)
 
         affinity = self.cross_task_affinity(seg_affinity, sal_affinity)
         if affinity is None:
             seg_refined, sal_refined = seg_init, sal_init
-        else:
+        elif self.refine_target == "logits":
             refined = refine_with_affinity(affinity, torch.cat((seg_init, sal_init), dim=1))
             seg_refined, sal_refined = refined[:, : seg_init.shape[1]], refined[:, seg_init.shape[1] :]
+        else:
+            seg_refined, sal_refined = refine_probabilities(affinity, seg_init, sal_init)
         return AuxSegNetOutput(
             cls_logits=cls_logits,
             cam=cam,
@@ -285,4 +325,4 @@ class AuxSegNet(nn.Module):
                 raise ValueError(f"classifier state does not fit this model's '{prefix[:-1]}': {error}") from error
 
 
-__all__ = ["AuxSegNet", "AuxSegNetOutput", "TaskAffinity", "refine_with_affinity"]
+__all__ = ["REFINE_TARGETS", "AuxSegNet", "AuxSegNetOutput", "TaskAffinity", "refine_probabilities", "refine_with_affinity"]

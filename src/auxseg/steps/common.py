@@ -69,7 +69,19 @@ def build_classifier(network: NetworkParams, num_classes_fg: int):
     )
 
 
-def build_auxsegnet(meta: dict, *, branch_channels: int, use_cross_task_affinity: bool):
+ARCHITECTURE_KEYS = ("branch_channels", "use_cross_task_affinity", "extra_dilated_conv", "refine_target")
+"""The ``auxsegnet`` params that shape the network; they are stored in every AuxSegNet model file's meta."""
+_ARCHITECTURE_DEFAULTS = {"extra_dilated_conv": True, "refine_target": "logits"}
+
+
+def auxsegnet_architecture(params) -> dict:
+    """{key: value} of :data:`ARCHITECTURE_KEYS` from an ``AuxSegNetParams`` or a model file's meta dict."""
+    if isinstance(params, dict):
+        return {key: params.get(key, _ARCHITECTURE_DEFAULTS.get(key)) for key in ARCHITECTURE_KEYS}
+    return {key: getattr(params, key) for key in ARCHITECTURE_KEYS}
+
+
+def build_auxsegnet(meta: dict, architecture: dict):
     """An AuxSegNet on the backbone recorded in ``meta`` (the backbone comes from the previous round's model)."""
     from auxseg.models.auxsegnet import AuxSegNet
 
@@ -77,8 +89,10 @@ def build_auxsegnet(meta: dict, *, branch_channels: int, use_cross_task_affinity
         meta["backbone"],
         int(meta["num_classes_fg"]),
         output_stride=int(meta.get("output_stride", 8)),
-        branch_channels=branch_channels,
-        use_cross_task_affinity=use_cross_task_affinity,
+        branch_channels=int(architecture["branch_channels"]),
+        use_cross_task_affinity=bool(architecture["use_cross_task_affinity"]),
+        extra_dilated_conv=bool(architecture["extra_dilated_conv"]),
+        refine_target=str(architecture["refine_target"]),
     )
 
 
@@ -88,9 +102,7 @@ def load_auxsegnet(path: str | Path):
     meta = payload["meta"]
     if meta.get("kind") != "auxsegnet":
         raise ValueError(f"{path}: expected an AuxSegNet model, found kind {meta.get('kind')!r}")
-    model = build_auxsegnet(
-        meta, branch_channels=int(meta["branch_channels"]), use_cross_task_affinity=bool(meta["use_cross_task_affinity"])
-    )
+    model = build_auxsegnet(meta, auxsegnet_architecture(meta))
     model.load_state_dict(payload["state_dict"], strict=True)
     return model.eval(), meta
 

@@ -13,7 +13,15 @@ from pathlib import Path
 import torch
 
 from auxseg.config import AuxSegNetParams, DatasetParams, PseudoLabelParams, RoundParams, RuntimeSection
-from auxseg.steps.common import CHECKPOINT_ROOT, build_auxsegnet, fingerprint, load_model_file, open_split, save_model
+from auxseg.steps.common import (
+    CHECKPOINT_ROOT,
+    auxsegnet_architecture,
+    build_auxsegnet,
+    fingerprint,
+    load_model_file,
+    open_split,
+    save_model,
+)
 
 
 def _make_loss(weights):
@@ -32,17 +40,18 @@ def initialise(prev_model_path: Path, auxsegnet: AuxSegNetParams):
     """AuxSegNet initialised from the previous round's model file (a classifier for round 1)."""
     payload = load_model_file(prev_model_path)
     meta = payload["meta"]
-    model = build_auxsegnet(
-        meta, branch_channels=auxsegnet.branch_channels, use_cross_task_affinity=auxsegnet.use_cross_task_affinity
-    )
+    architecture = auxsegnet_architecture(auxsegnet)
+    model = build_auxsegnet(meta, architecture)
     if meta.get("kind") == "classifier":
         model.load_classifier_state(payload["state_dict"])
     elif meta.get("kind") == "auxsegnet":
-        if int(meta["branch_channels"]) != auxsegnet.branch_channels:
-            raise ValueError(
-                f"auxsegnet.branch_channels: {auxsegnet.branch_channels} differs from the previous round's model "
-                f"{prev_model_path} ({meta['branch_channels']})"
-            )
+        previous = auxsegnet_architecture(meta)
+        for key in ("branch_channels", "extra_dilated_conv", "use_cross_task_affinity"):
+            if previous[key] != architecture[key]:
+                raise ValueError(
+                    f"auxsegnet.{key}: {architecture[key]} differs from the previous round's model "
+                    f"{prev_model_path} ({previous[key]})"
+                )
         model.load_state_dict(payload["state_dict"], strict=True)
     else:
         raise ValueError(f"{prev_model_path}: cannot initialise AuxSegNet from a {meta.get('kind')!r} model")
@@ -88,8 +97,7 @@ def run(seed: int, dataset: DatasetParams, auxsegnet: AuxSegNetParams, pseudo_la
                 backbone=meta["backbone"],
                 output_stride=int(meta.get("output_stride", 8)),
                 num_classes_fg=int(meta["num_classes_fg"]),
-                branch_channels=auxsegnet.branch_channels,
-                use_cross_task_affinity=auxsegnet.use_cross_task_affinity,
                 round=round_name,
+                **auxsegnet_architecture(auxsegnet),
             )
             print(f"round {round_name}: saved AuxSegNet -> {out}")

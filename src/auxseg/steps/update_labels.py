@@ -7,6 +7,8 @@
 4. segmentation labels = fusion of the propagated CAMs and the new saliency labels (CAM > t_cam, saliency > t_sal);
 5. confidence = per-pixel max of the propagated CAMs of the image's classes, clipped to [0, 1].
 The forward pass runs here; CRF, fusion and writing run in a process pool (``runtime.crf_workers``).
+Each phase is its own function (forward_label_outputs, label_inputs_from_output, saliency_labels, fuse_labels,
+write_labels), so ``python -m auxseg.tools.bench_label_update`` times the code this step runs.
 """
 
 from __future__ import annotations
@@ -22,14 +24,22 @@ from auxseg.io import load_gray_png, save_gray_png, save_label_png
 from auxseg.steps.common import load_auxsegnet, open_split, staged_directory
 
 
-def predict_label_inputs(model, image: torch.Tensor, image_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """image (1, 3, H, W) normalised → (propagated normalised CAMs (K, H, W), refined saliency (H, W) in [0, 1])."""
+def forward_label_outputs(model, image: torch.Tensor):
+    """The model call of the label update: image (1, 3, H, W) normalised → ``AuxSegNetOutput`` with A_CT."""
+    return model(image, return_affinity=True)
+
+
+def label_inputs_from_output(output, image_labels: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Model output → (propagated normalised CAMs (K, H, W), refined saliency (H, W) in [0, 1]) as numpy.
+
+    CAMs: normalised, propagated once with ``output.affinity`` (skipped when None: the identity), upsampled
+    bilinearly to ``size`` = (H, W); saliency: the refined logit upsampled, then sigmoid.
+    """
     from auxseg.affinity import propagate
     from auxseg.cam import normalize_cams
 
-    height, width = image.shape[-2:]
-    output = model(image, return_affinity=True)
-    labels = torch.as_tensor(image_labels, dtype=torch.float32, device=image.device)
+    height, width = size
+    labels = torch.as_tensor(image_labels, dtype=torch.float32, device=output.cam.device)
     cams = normalize_cams(output.cam.float(), labels.unsqueeze(0))
     if output.affinity is not None:
         cams = propagate(output.affinity.float(), cams)
@@ -40,21 +50,44 @@ def predict_label_inputs(model, image: torch.Tensor, image_labels: np.ndarray) -
     return cams.cpu().numpy(), saliency.cpu().numpy()
 
 
-def _finish(task: dict) -> None:
+def predict_label_inputs(model, image: torch.Tensor, image_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """image (1, 3, H, W) normalised → (propagated normalised CAMs (K, H, W), refined saliency (H, W) in [0, 1])."""
+    output = forward_label_outputs(model, image)
+    return label_inputs_from_output(output, image_labels, tuple(image.shape[-2:]))
+
+
+def saliency_labels(task: dict) -> np.ndarray:
+    """Saliency label of one image: saliency CRF of ½(refined saliency + prior) (no CRF with 0 iterations), clipped."""
     from auxseg.crf import saliency_crf
-    from auxseg.pseudo_labels import fuse_cam_saliency, label_confidence
 
     fused = 0.5 * (task["refined_saliency"] + task["prior"])
     saliency = saliency_crf(task["rgb"], fused, iterations=task["crf_iterations"]) if task["crf_iterations"] else fused
-    saliency = np.clip(saliency, 0.0, 1.0)
+    return np.clip(saliency, 0.0, 1.0)
+
+
+def fuse_labels(task: dict, saliency: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(segmentation label map, confidence) of one image from its propagated CAMs and saliency label."""
+    from auxseg.pseudo_labels import fuse_cam_saliency, label_confidence
+
     cams = task["cams"]
     seg = fuse_cam_saliency(
         cams, saliency, task["labels"], cam_threshold=task["cam_threshold"], saliency_threshold=task["saliency_threshold"]
     )
+    return seg, label_confidence(cams, task["labels"])
+
+
+def write_labels(task: dict, seg: np.ndarray, saliency: np.ndarray, confidence: np.ndarray) -> None:
+    """Write <out_dir>/{seg,sal,conf}/<id>.png."""
     out_dir: Path = task["out_dir"]
     save_label_png(out_dir / "seg" / f"{task['id']}.png", seg)
     save_gray_png(out_dir / "sal" / f"{task['id']}.png", saliency)
-    save_gray_png(out_dir / "conf" / f"{task['id']}.png", label_confidence(cams, task["labels"]))
+    save_gray_png(out_dir / "conf" / f"{task['id']}.png", confidence)
+
+
+def _finish(task: dict) -> None:
+    saliency = saliency_labels(task)
+    seg, confidence = fuse_labels(task, saliency)
+    write_labels(task, seg, saliency, confidence)
 
 
 def run(dataset: DatasetParams, saliency: SaliencyParams, pseudo_labels: PseudoLabelParams, runtime: RuntimeSection,

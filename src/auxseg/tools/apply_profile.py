@@ -1,0 +1,275 @@
+"""Apply a named params profile (``src/auxseg/profiles/<name>.yaml``) to ``params.yaml``.
+
+Usage::
+
+    python -m auxseg.tools.apply_profile tiny [--params params.yaml]     # deep-merge the profile into the file
+    python -m auxseg.tools.apply_profile tiny --print-set-args           # the same as `dvc exp run -S` overrides
+    python -m auxseg.tools.apply_profile --list                          # the available profiles
+
+A profile holds only keys that already exist in ``params.yaml``: every leaf it names (a scalar or a list) replaces
+that key's value; mappings are merged key by key. The file is edited in place as text, so its comments, key order
+and layout survive; the result is validated (:func:`auxseg.params.validate_params_file`) and written atomically.
+An unknown profile, a profile key that ``params.yaml`` lacks or an invalid result prints ``error: ...`` naming it,
+exits with status 2 and leaves the file untouched.
+
+``--print-set-args`` prints the profile as ``-S key=value`` arguments on one line (shell-quoted), e.g. for
+``python -m auxseg.tools.apply_profile tiny --print-set-args | xargs dvc exp run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import re
+import shlex
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from auxseg.params import ParamError
+from auxseg.tools.params_text import flow, write_params_text
+
+PROFILE_PACKAGE = "auxseg.profiles"
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+Leaf = tuple[tuple[str, ...], Any]
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped with the package."""
+    return sorted(item.name[: -len(".yaml")] for item in resources.files(PROFILE_PACKAGE).iterdir()
+                  if item.name.endswith(".yaml"))
+
+
+def load_profile(name: str) -> dict:
+    """The mapping of profile ``name``; an unknown name raises :class:`ParamError` listing the known ones."""
+    known = available_profiles()
+    if not _NAME.fullmatch(name) or name not in known:
+        raise ParamError(f"profile '{name}': no such profile (available: {', '.join(known) or 'none'})")
+    data = yaml.safe_load(resources.files(PROFILE_PACKAGE).joinpath(f"{name}.yaml").read_text())
+    if not isinstance(data, dict) or not data:
+        raise ParamError(f"profile '{name}': expected a non-empty mapping of params sections")
+    return data
+
+
+def profile_leaves(profile: dict, prefix: tuple[str, ...] = ()) -> list[Leaf]:
+    """(key path, value) of every leaf of the profile: scalars and lists; mappings are walked into."""
+    leaves: list[Leaf] = []
+    for key, value in profile.items():
+        path = (*prefix, str(key))
+        if isinstance(value, dict):
+            if not value:
+                raise ParamError(f"{'.'.join(path)}: empty mapping in the profile")
+            leaves.extend(profile_leaves(value, path))
+        else:
+            leaves.append((path, value))
+    return leaves
+
+
+def merge(params: dict, leaves: list[Leaf], params_name: str = "params.yaml") -> dict:
+    """A deep copy of ``params`` with every leaf replaced; a leaf ``params`` lacks raises :class:`ParamError`."""
+    merged = copy.deepcopy(params)
+    for path, value in leaves:
+        node = merged
+        for depth, key in enumerate(path[:-1]):
+            if not isinstance(node, dict) or key not in node:
+                missing = ".".join(path[: depth + 1])
+                raise ParamError(f"{missing}: not in {params_name} (a profile only changes existing keys)")
+            node = node[key]
+        dotted = ".".join(path)
+        if not isinstance(node, dict):
+            raise ParamError(f"{'.'.join(path[:-1])}: is not a mapping in {params_name}, cannot set {dotted}")
+        if path[-1] not in node:
+            raise ParamError(f"{dotted}: not in {params_name} (a profile only changes existing keys)")
+        if isinstance(node[path[-1]], dict):
+            raise ParamError(f"{dotted}: is a mapping in {params_name}; the profile must set its keys, not {value!r}")
+        node[path[-1]] = value
+    return merged
+
+
+def _skip_quoted(text: str, start: int) -> int:
+    """Index just after the quoted scalar starting at ``text[start]``."""
+    quote = text[start]
+    index = start + 1
+    while index < len(text):
+        char = text[index]
+        if quote == '"' and char == "\\":
+            index += 2
+            continue
+        if char == quote:
+            if quote == "'" and text.startswith("''", index):
+                index += 2
+                continue
+            return index + 1
+        index += 1
+    raise ValueError("unterminated quoted scalar")
+
+
+def _value_end(text: str, start: int, in_flow: bool) -> int:
+    """End offset of the flow value (scalar, ``[...]`` or ``{...}``) that starts at ``text[start]``."""
+    char = text[start]
+    if char in "'\"":
+        return _skip_quoted(text, start)
+    if char in "[{":
+        depth, index = 0, start
+        while index < len(text):
+            char = text[index]
+            if char in "'\"":
+                index = _skip_quoted(text, index)
+                continue
+            if char in "[{":
+                depth += 1
+            elif char in "]}":
+                depth -= 1
+                if depth == 0:
+                    return index + 1
+            elif char == "#" and text[index - 1] in " \t\n":
+                raise ValueError("comment inside a flow collection")
+            index += 1
+        raise ValueError("unterminated flow collection")
+    stops = "\n,]}" if in_flow else "\n"
+    index = start
+    while index < len(text) and text[index] not in stops:
+        if text[index] == "#" and text[index - 1] in " \t":
+            break
+        index += 1
+    return len(text[:index].rstrip(" \t"))
+
+
+def splice(text: str, leaves: list[Leaf]) -> str | None:
+    """``text`` with each leaf's value replaced in place, or None where a value is not a one-line flow value."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    document = YAML(typ="rt").load(text)
+    line_starts = [0]
+    for match in re.finditer("\n", text):
+        line_starts.append(match.end())
+    edits = []
+    for path, value in leaves:
+        parent = document
+        for key in path[:-1]:
+            parent = parent[key]
+        old = parent[path[-1]]
+        if isinstance(old, (CommentedMap, CommentedSeq)) and not old.fa.flow_style():
+            return None  # a block collection: several lines
+        line, column = parent.lc.value(path[-1])
+        start = line_starts[line] + column
+        if start >= len(text) or text[start] in "\n#|>&*!":
+            return None  # empty, a block scalar, an anchor, alias or tag: leave it to the fallback
+        try:
+            end = _value_end(text, start, in_flow=bool(parent.fa.flow_style()))
+        except (ValueError, IndexError):
+            return None
+        edits.append((start, end, flow(value)))
+    for start, end, new in sorted(edits, reverse=True):
+        text = text[:start] + new + text[end:]
+    return text
+
+
+def _roundtrip_dump(text: str, leaves: list[Leaf]) -> str:
+    """Fallback: set the leaves with ruamel's round-trip dumper (keeps comments; may re-wrap long flow lines)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedSeq
+
+    dumper = YAML(typ="rt")
+    dumper.width = 110
+    dumper.representer.add_representer(
+        type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
+    document = dumper.load(text)
+    for path, value in leaves:
+        parent = document
+        for key in path[:-1]:
+            parent = parent[key]
+        if isinstance(value, list):
+            items = CommentedSeq(value)
+            items.fa.set_flow_style()
+            value = items
+        parent[path[-1]] = value
+    buffer = io.StringIO()
+    dumper.dump(document, buffer)
+    return "\n".join(line.rstrip() for line in buffer.getvalue().split("\n"))
+
+
+def apply_profile(name: str, params_path: str | Path = "params.yaml") -> list[Leaf]:
+    """Merge profile ``name`` into ``params_path`` (validated, atomic); returns the leaves it set."""
+    params_path = Path(params_path)
+    leaves = profile_leaves(load_profile(name))
+    if not params_path.is_file():
+        raise ParamError(f"{params_path}: params file not found")
+    text = params_path.read_text()
+    params = yaml.safe_load(text) or {}
+    merged = merge(params, leaves, params_path.name)
+    new_text = splice(text, leaves)
+    if new_text is None or yaml.safe_load(new_text) != merged:
+        new_text = _roundtrip_dump(text, leaves)
+    write_params_text(params_path, new_text, merged)
+    return leaves
+
+
+def set_args(name: str, params_path: str | Path | None = "params.yaml") -> list[str]:
+    """The profile as ``dvc exp run`` overrides: ``["-S", "synthetic.n_train=24", ...]``.
+
+    With ``params_path`` the keys are first checked against that file (as :func:`apply_profile` does).
+    """
+    leaves = profile_leaves(load_profile(name))
+    if params_path is not None:
+        params_path = Path(params_path)
+        if not params_path.is_file():
+            raise ParamError(f"{params_path}: params file not found")
+        merge(yaml.safe_load(params_path.read_text()) or {}, leaves, params_path.name)
+    args: list[str] = []
+    for path, value in leaves:
+        args += ["-S", f"{'.'.join(path)}={_hydra_value(value)}"]
+    return args
+
+
+def _hydra_value(value: Any) -> str:
+    """A value in Hydra's override grammar (what ``dvc exp run -S`` parses)."""
+    if isinstance(value, str):
+        plain = re.fullmatch(r"[A-Za-z_/][A-Za-z0-9_./-]*", value)
+        if plain and value.lower() not in {"true", "false", "null", "nan", "inf"}:
+            return value
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, list):
+        return "[" + ",".join(_hydra_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{_hydra_value(item)}" for key, item in value.items()) + "}"
+    return flow(value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m auxseg.tools.apply_profile",
+        description="Deep-merge a named params profile into params.yaml (validated, atomic, comments kept).",
+    )
+    parser.add_argument("profile", nargs="?", help="profile name, e.g. tiny")
+    parser.add_argument("--params", default="params.yaml", help="params file to edit (default: params.yaml)")
+    parser.add_argument("--print-set-args", action="store_true",
+                        help="print the profile as `dvc exp run -S key=value` arguments instead of editing the file")
+    parser.add_argument("--list", action="store_true", help="list the available profiles")
+    args = parser.parse_args(argv)
+    try:
+        if args.list:
+            print("\n".join(available_profiles()))
+            return 0
+        if not args.profile:
+            parser.error("a profile name is required (see --list)")
+        if args.print_set_args:
+            print(shlex.join(set_args(args.profile, args.params)))
+            return 0
+        leaves = apply_profile(args.profile, args.params)
+    except ParamError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"applied profile '{args.profile}' to {args.params} ({len(leaves)} keys)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
