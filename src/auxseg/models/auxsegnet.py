@@ -223,9 +223,11 @@ class AuxSegNet(nn.Module):
             raise ValueError(
                 f"affinities must both be (B, N, N), got {tuple(seg_affinity.shape)} and {tuple(sal_affinity.shape)}"
             )
-        stacked = torch.stack((seg_affinity, sal_affinity), dim=1)  # (B, 2, N, N), channel 0 = seg
+        # (B, 2, N, N), channel 0 = seg. channels_last: oneDNN's 2-channel 3×3 conv over the N×N grid is ~10×
+        # faster (forward + backward) than in NCHW on CPU; the result is the same up to float rounding.
+        stacked = torch.stack((seg_affinity, sal_affinity), dim=1).contiguous(memory_format=torch.channels_last)
         conv3x3, relu, conv1x1 = self.cross_att
-        hidden = relu(conv3x3(stacked))
+        hidden = relu(conv3x3(stacked)).contiguous()
         # The 1×1 conv as a channel matmul: same result, ~10× faster than a 2-channel direct conv on CPU.
         scores = torch.einsum("oc,bcij->boij", conv1x1.weight.flatten(1), hidden) + conv1x1.bias.view(1, -1, 1, 1)
         weights = torch.softmax(scores, dim=1)  # ω (B, 2, N, N), ω0 + ω1 = 1
