@@ -1,8 +1,8 @@
 """DeepLab-v3 (Chen et al., 2017) on a registry backbone: ASPP head for fully supervised / pseudo-label training.
 
-Head (torchvision's ``DeepLabHead``): ASPP with a 1×1 branch, three 3×3 atrous branches (rates 6/12/18 by default) and
-image pooling, 256 channels each with BatchNorm, projected to 256 (+ dropout 0.5) → 3×3 conv 256 + BN + ReLU → 1×1 conv
-to the class logits. Logits stay at the backbone's stride; upsample them to the label size for the loss.
+Head (torchvision's ``DeepLabHead`` layout): ASPP with a 1×1 branch, three 3×3 atrous branches (rates 6/12/18 by
+default) and image pooling, ``head_channels`` (256) channels each with BatchNorm, projected to ``head_channels``
+(+ dropout 0.5) → 3×3 conv + BN + ReLU → 1×1 conv to the class logits. Logits stay at the backbone's stride; upsample them to the label size for the loss.
 Note: in training mode the image-pooling branch's BatchNorm sees one value per channel and image, so training needs
 batches of at least 2 images.
 """
@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from auxseg.models.classifier import ParamGroup, backbone_channels, check_images
 
@@ -21,7 +21,14 @@ from auxseg.models.classifier import ParamGroup, backbone_channels, check_images
 class DeepLab(nn.Module):
     """x (B, 3, H, W) ImageNet-normalised → logits (B, num_classes, h, w), h = ceil(H / output_stride)."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, *, atrous_rates: Sequence[int] = (6, 12, 18)) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        *,
+        atrous_rates: Sequence[int] = (6, 12, 18),
+        head_channels: int = 256,
+    ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
@@ -30,7 +37,17 @@ class DeepLab(nn.Module):
             raise ValueError(f"atrous_rates must be positive integers, got {tuple(atrous_rates)}")
         self.backbone = backbone
         self.num_classes = num_classes
-        self.head = DeepLabHead(backbone_channels(backbone), num_classes, atrous_rates=rates)
+        if head_channels < 1:
+            raise ValueError(f"head_channels must be >= 1, got {head_channels}")
+        # torchvision's DeepLabHead layout (same state-dict keys head.0 … head.4) with a configurable width: 256 is
+        # DeepLab-v3 exactly; a narrower head suits the tiny CPU backbone.
+        self.head = nn.Sequential(
+            ASPP(backbone_channels(backbone), rates, out_channels=head_channels),
+            nn.Conv2d(head_channels, head_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(head_channels),
+            nn.ReLU(),
+            nn.Conv2d(head_channels, num_classes, 1),
+        )
 
     @classmethod
     def from_backbone_name(
@@ -43,6 +60,7 @@ class DeepLab(nn.Module):
         backbone_sha256: str | None = None,
         freeze_bn: bool | None = None,
         atrous_rates: Sequence[int] = (6, 12, 18),
+        head_channels: int = 256,
     ) -> "DeepLab":
         """Build the backbone with :func:`auxseg.models.backbones.create_backbone`, then DeepLab on it."""
         from auxseg.models.backbones import create_backbone
@@ -54,7 +72,7 @@ class DeepLab(nn.Module):
             sha256=backbone_sha256,
             freeze_bn=freeze_bn,
         )
-        return cls(backbone, num_classes, atrous_rates=atrous_rates)
+        return cls(backbone, num_classes, atrous_rates=atrous_rates, head_channels=head_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 3, H, W) → segmentation logits (B, num_classes, h, w)."""
