@@ -191,3 +191,19 @@ def test_the_set_args_give_dvc_the_same_params_as_apply_profile(tmp_path, params
     hydra.apply_overrides(by_dvc, apply_profile.set_args("tiny", by_dvc)[1::2])
     apply_profile.apply_profile("tiny", params_file)
     assert yaml.safe_load(by_dvc.read_text()) == yaml.safe_load(params_file.read_text())
+
+
+def test_bench_crf_reports_both_variants_and_rejects_bad_arguments(tmp_path, capsys):
+    import json
+
+    from auxseg.tools import bench_crf
+
+    out = tmp_path / "crf.json"
+    assert bench_crf.main(["--height", "40", "--width", "48", "--images", "1", "--iterations", "2", "--json",
+                           str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["all_classes_ms_median"] > 0 and report["present_classes_ms_median"] > 0
+    assert 0.0 <= report["argmax_agreement_mean"] <= 1.0
+    assert "speed-up" in capsys.readouterr().out
+    assert bench_crf.main(["--present", "21"]) == 2
+    assert "--present" in capsys.readouterr().err
