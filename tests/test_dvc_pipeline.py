@@ -213,6 +213,7 @@ def pipeline(tmp_path_factory, request):
 def test_repro_runs_end_to_end_writes_the_lock_and_leaves_nothing_to_do(pipeline):
     stage_names = set(sh([DVC, "stage", "list", "--name-only"], pipeline.repo, pipeline.env).stdout.split())
     assert {"train_round@r1", "train_round@r2", "update_labels@r2", "eval_round@r2", "evaluate"} <= stage_names
+    assert {"train_single_stage", "infer_single_stage", "eval_single_stage"} <= stage_names
     ran, skipped, _ = stages_in(pipeline.repro_output)
     assert ran == stage_names and not skipped
     print(f"tiny-profile dvc repro: {pipeline.repro_seconds:.1f} s")
@@ -231,7 +232,8 @@ def test_repro_runs_end_to_end_writes_the_lock_and_leaves_nothing_to_do(pipeline
     ran, skipped, _ = stages_in(again)
     assert not ran and skipped == stage_names
     # the per-round and final metrics are git-kept files
-    for name in ("metrics/rounds/r0.json", "metrics/rounds/r1.json", "metrics/rounds/r2.json", "metrics/final.json"):
+    for name in ("metrics/rounds/r0.json", "metrics/rounds/r1.json", "metrics/rounds/r2.json", "metrics/final.json",
+                 "metrics/single_stage.json"):
         assert (pipeline.repo / name).is_file(), name
     assert sh(["git", "status", "--porcelain"], pipeline.repo, pipeline.env).stdout == ""
 
@@ -280,6 +282,24 @@ def test_adding_a_round_with_exp_run_runs_only_the_new_round_and_exp_show_has_it
     assert experiment["rounds.r3.prev"] == "r2"
     summary = yaml.safe_load((repo / "metrics/summary.json").read_text())
     assert summary["n_rounds"] == 3 and summary["final_round"] == "r3"
+
+
+def test_a_deeplab_seed_reruns_only_the_final_training_and_single_stage_inference_only_its_branch(pipeline, tmp_path):
+    repo = clone_repo(pipeline.repo, tmp_path / "repo")
+    result = sh([DVC, "exp", "run", "-n", "deeplab-seed1", "-S", "deeplab.seed=1"], repo, pipeline.env)
+    ran, skipped, _ = stages_in(result.stdout)
+    assert ran == {"train_deeplab", "evaluate"}
+    assert skipped == set(pipeline.lock) - ran
+    lock = read_lock(repo)
+    assert lock["train_deeplab"]["params"]["params.yaml"]["deeplab"]["seed"] == 1
+    assert out_hashes(lock)["models/deeplab.pt"] != out_hashes(pipeline.lock)["models/deeplab.pt"]
+    # the single-stage branch: an inference setting re-runs inference and its metrics, not the training
+    result = sh([DVC, "exp", "run", "-n", "ss-bg-power", "-S", "single_stage.inference.bg_power=3.0"], repo, pipeline.env)
+    ran, _, _ = stages_in(result.stdout)
+    assert ran == {"infer_single_stage", "eval_single_stage"}
+    lock = read_lock(repo)
+    assert lock["infer_single_stage"]["params"]["params.yaml"]["single_stage.inference"]["bg_power"] == 3.0
+    assert lock["train_single_stage"] == pipeline.lock["train_single_stage"]
 
 
 def test_push_then_pull_one_rounds_labels_and_repro_pull_restores_heavy_stages(pipeline, tmp_path):
