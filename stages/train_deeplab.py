@@ -6,4 +6,4 @@ from auxseg.cli import run_stage
 from auxseg.steps import train_deeplab
 
 if __name__ == "__main__":
-    sys.exit(run_stage(train_deeplab.run, ['seed', 'final_round', 'dataset', 'deeplab', 'pseudo_labels', 'runtime']))
+    sys.exit(run_stage(train_deeplab.run, ['seed', 'final_round', 'dataset', 'classifier', 'deeplab', 'pseudo_labels', 'runtime']))

@@ -344,3 +344,57 @@ def test_paper_variant_refines_probabilities():
 def test_unknown_refine_target_is_rejected():
     with pytest.raises(ValueError, match="refine_target"):
         make_auxsegnet(refine_target="features")
+
+
+def test_deeplab_head_width_keeps_the_deeplabv3_layout():
+    """head_channels=256 is torchvision's DeepLabHead key for key; a narrower head only changes widths."""
+    from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+
+    wide = DeepLab(create_backbone("tiny"), 5)
+    reference = DeepLabHead(256, 5, atrous_rates=(6, 12, 18))
+    assert {k: v.shape for k, v in wide.head.state_dict().items()} == {
+        k: v.shape for k, v in reference.state_dict().items()
+    }
+    narrow = DeepLab(create_backbone("tiny"), 5, head_channels=32)
+    assert narrow.head[0].project[0].out_channels == 32 and narrow.head[-1].in_channels == 32
+    with torch.no_grad():
+        assert narrow.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 5, 8, 8)
+    with pytest.raises(ValueError, match="head_channels"):
+        DeepLab(create_backbone("tiny"), 5, head_channels=0)
+
+
+def test_deeplab_backbone_from_classifier_file(tmp_path):
+    from auxseg.config import DeepLabParams
+    from auxseg.params import parse_section
+    from auxseg.steps.common import save_model
+    from auxseg.steps.train_deeplab import build_deeplab, load_classifier_backbone
+
+    torch.manual_seed(0)
+    classifier = CamClassifier.from_backbone_name("tiny", 3)
+    path = tmp_path / "classifier.pt"
+    save_model(path, classifier, kind="classifier", backbone="tiny", output_stride=8, num_classes_fg=3)
+    params = parse_section(DeepLabParams, {"head_channels": 16, "init_from_classifier": True}, "deeplab")
+    model = build_deeplab(params, 4)
+    load_classifier_backbone(model, path, params)
+    for key, value in classifier.backbone.state_dict().items():
+        assert torch.equal(model.backbone.state_dict()[key], value), key
+
+    # a model file of another kind, or another backbone, is refused with the file's name
+    save_model(tmp_path / "deeplab.pt", model, kind="deeplab", backbone="tiny")
+    with pytest.raises(ValueError, match="deeplab.pt.*expected a classifier"):
+        load_classifier_backbone(model, tmp_path / "deeplab.pt", params)
+    save_model(path, classifier, kind="classifier", backbone="tiny", output_stride=16, num_classes_fg=3)
+    with pytest.raises(ValueError, match="output_stride"):
+        load_classifier_backbone(model, path, params)
+
+
+def test_deeplab_init_from_classifier_conflicts_with_weights():
+    from auxseg.config import DeepLabParams
+    from auxseg.params import ParamError, parse_section
+
+    with pytest.raises(ParamError, match="deeplab.init_from_classifier"):
+        parse_section(
+            DeepLabParams,
+            {"init_from_classifier": True, "network": {"backbone": "resnet50", "weights": "r50.pth"}},
+            "deeplab",
+        )

@@ -366,6 +366,11 @@ class DeepLabParams:
     """The final segmentation network trained on the final round's labels."""
 
     network: NetworkParams = field(NetworkParams())
+    # ASPP / head width: 256 is DeepLab-v3; the synthetic default uses a narrower head on the tiny backbone.
+    head_channels: int = field(256, ge=8)
+    # Start the backbone from the image-level classifier (classifier.model_out) instead of network.weights: the
+    # synthetic default's stand-in for ImageNet pre-training (the tiny backbone has no pre-trained weights).
+    init_from_classifier: bool = False
     augment: AugmentParams = field(AugmentParams())
     optim: OptimParams = field(OptimParams())
     aux_losses: AuxLossParams = field(
@@ -380,6 +385,13 @@ class DeepLabParams:
     def training_seed(self, global_seed: int) -> int:
         """The seed the DeepLab training uses: ``seed`` or, when null, the global one."""
         return global_seed if self.seed is None else self.seed
+
+    def validate(self, name: str) -> None:
+        if self.init_from_classifier and self.network.weights is not None:
+            raise ParamError(
+                f"{name}.init_from_classifier: true conflicts with {name}.network.weights "
+                f"({self.network.weights!r}); choose one initialisation of the backbone"
+            )
 
 
 @section("evaluate")

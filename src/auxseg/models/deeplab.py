@@ -1,11 +1,12 @@
 """DeepLab-v3 (Chen et al., 2017) on a registry backbone: ASPP head for fully supervised / pseudo-label training.
 
-Head (torchvision's ``DeepLabHead``): ASPP with a 1×1 branch, three 3×3 atrous branches (rates 6/12/18 by default) and
-image pooling, 256 channels each with BatchNorm, projected to 256 (+ dropout 0.5) → 3×3 conv 256 + BN + ReLU → 1×1 conv
-to the class logits. Logits stay at the backbone's stride; upsample them to the label size for the loss.
+Head (torchvision's ``DeepLabHead`` layout): ASPP with a 1×1 branch, three 3×3 atrous branches (rates 6/12/18 by
+default) and image pooling, ``head_channels`` (256) channels each with BatchNorm, projected to ``head_channels``
+(+ dropout 0.5) → 3×3 conv + BN + ReLU → 1×1 conv to the class logits. Logits stay at the backbone's stride;
+upsample them to the label size for the loss.
 With ``embedding_dim`` (the LR loss of AALR, spec §6.3) a :class:`auxseg.losses.ProjectionHead` (two 1×1 convs,
-hidden width 256) maps the penultimate features (the input of the last 1×1 conv) to L2-normalised pixel embeddings;
-without it the module and its state dict are exactly the plain DeepLab.
+hidden width = head width) maps the penultimate features (the input of the last 1×1 conv) to L2-normalised pixel
+embeddings; without it the module and its state dict are exactly the plain DeepLab.
 Note: in training mode the image-pooling branch's BatchNorm sees one value per channel and image, so training needs
 batches of at least 2 images.
 """
@@ -16,7 +17,7 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from auxseg.models.classifier import ParamGroup, backbone_channels, check_images
 
@@ -30,6 +31,7 @@ class DeepLab(nn.Module):
         num_classes: int,
         *,
         atrous_rates: Sequence[int] = (6, 12, 18),
+        head_channels: int = 256,
         embedding_dim: int | None = None,
     ) -> None:
         super().__init__()
@@ -40,7 +42,17 @@ class DeepLab(nn.Module):
             raise ValueError(f"atrous_rates must be positive integers, got {tuple(atrous_rates)}")
         self.backbone = backbone
         self.num_classes = num_classes
-        self.head = DeepLabHead(backbone_channels(backbone), num_classes, atrous_rates=rates)
+        if head_channels < 1:
+            raise ValueError(f"head_channels must be >= 1, got {head_channels}")
+        # torchvision's DeepLabHead layout (same state-dict keys head.0 … head.4) with a configurable width: 256 is
+        # DeepLab-v3 exactly; a narrower head suits the tiny CPU backbone.
+        self.head = nn.Sequential(
+            ASPP(backbone_channels(backbone), rates, out_channels=head_channels),
+            nn.Conv2d(head_channels, head_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(head_channels),
+            nn.ReLU(),
+            nn.Conv2d(head_channels, num_classes, 1),
+        )
         self.embedding_dim = embedding_dim
         if embedding_dim is not None:
             from auxseg.losses import ProjectionHead
@@ -61,6 +73,7 @@ class DeepLab(nn.Module):
         backbone_sha256: str | None = None,
         freeze_bn: bool | None = None,
         atrous_rates: Sequence[int] = (6, 12, 18),
+        head_channels: int = 256,
         embedding_dim: int | None = None,
     ) -> "DeepLab":
         """Build the backbone with :func:`auxseg.models.backbones.create_backbone`, then DeepLab on it."""
@@ -73,7 +86,9 @@ class DeepLab(nn.Module):
             sha256=backbone_sha256,
             freeze_bn=freeze_bn,
         )
-        return cls(backbone, num_classes, atrous_rates=atrous_rates, embedding_dim=embedding_dim)
+        return cls(
+            backbone, num_classes, atrous_rates=atrous_rates, head_channels=head_channels, embedding_dim=embedding_dim
+        )
 
     def forward(self, x: torch.Tensor, return_embeddings: bool = False):
         """x (B, 3, H, W) → segmentation logits (B, num_classes, h, w).

@@ -9,13 +9,16 @@ With both weights 0 (the default) neither the head nor the confidence maps exist
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
 
-from auxseg.config import AuxLossParams, DatasetParams, DeepLabParams, PseudoLabelParams, RuntimeSection
+from auxseg.config import (
+    AuxLossParams, ClassifierParams, DatasetParams, DeepLabParams, PseudoLabelParams, RuntimeSection,
+)
 from auxseg.losses import ProgressAwareLoss
-from auxseg.steps.common import CHECKPOINT_ROOT, fingerprint, open_split, save_model
+from auxseg.steps.common import CHECKPOINT_ROOT, fingerprint, load_model_file, open_split, save_model
 
 
 def build_deeplab(deeplab: DeepLabParams, num_classes: int, embedding_dim: int | None = None):
@@ -25,19 +28,37 @@ def build_deeplab(deeplab: DeepLabParams, num_classes: int, embedding_dim: int |
     network = deeplab.network
     return DeepLab.from_backbone_name(
         network.backbone, num_classes, output_stride=network.output_stride,
-        backbone_weights=network.weights, backbone_sha256=network.sha256, embedding_dim=embedding_dim,
+        backbone_weights=network.weights, backbone_sha256=network.sha256, head_channels=deeplab.head_channels,
+        embedding_dim=embedding_dim,
     )
 
 
 def load_deeplab(deeplab: DeepLabParams, path: str | Path | None = None):
     """The DeepLab saved at ``path`` (default ``deeplab.model_out``), strict load, in eval mode; returns (model, meta)."""
-    from auxseg.steps.common import load_model_file
-
     payload = load_model_file(path or deeplab.model_out)
     meta = payload["meta"]
     model = build_deeplab(deeplab, int(meta["num_classes"]), meta.get("embedding_dim"))
     model.load_state_dict(payload["state_dict"], strict=True)
     return model.eval(), meta
+
+
+def load_classifier_backbone(model, classifier_path: str | Path, deeplab: DeepLabParams) -> None:
+    """Copy the backbone of the image-level classifier file into ``model.backbone`` (strict: every key must match)."""
+    payload = load_model_file(classifier_path)
+    meta = payload["meta"]
+    if meta.get("kind") != "classifier":
+        raise ValueError(f"{classifier_path}: expected a classifier model file, got kind {meta.get('kind')!r}")
+    for key, wanted in (("backbone", deeplab.network.backbone), ("output_stride", deeplab.network.output_stride)):
+        if meta.get(key) is not None and meta[key] != wanted:
+            raise ValueError(
+                f"deeplab.init_from_classifier: {classifier_path} has {key} {meta[key]!r}, "
+                f"deeplab.network.{key} is {wanted!r}"
+            )
+    state = {k[len("backbone."):]: v for k, v in payload["state_dict"].items() if k.startswith("backbone.")}
+    try:
+        model.backbone.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"deeplab.init_from_classifier: {classifier_path} does not fit the backbone: {error}") from error
 
 
 def _segmentation_loss(model, batch, device):
@@ -94,8 +115,8 @@ def make_loss(aux: AuxLossParams):
     return DeepLabAuxLoss(aux) if aux.enabled else _segmentation_loss
 
 
-def run(seed: int, final_round: str, dataset: DatasetParams, deeplab: DeepLabParams, pseudo_labels: PseudoLabelParams,
-        runtime: RuntimeSection) -> None:
+def run(seed: int, final_round: str, dataset: DatasetParams, classifier: ClassifierParams, deeplab: DeepLabParams,
+        pseudo_labels: PseudoLabelParams, runtime: RuntimeSection) -> None:
     from auxseg.data.training import TrainingSet
     from auxseg.engine import distributed_context, is_main_process, train
 
@@ -106,6 +127,10 @@ def run(seed: int, final_round: str, dataset: DatasetParams, deeplab: DeepLabPar
         split = open_split(dataset, "train")
         torch.manual_seed(seed)
         model = build_deeplab(deeplab, split.num_classes, aux.embedding_dim)
+        init_digest = None
+        if deeplab.init_from_classifier:
+            load_classifier_backbone(model, classifier.model_out, deeplab)
+            init_digest = hashlib.sha256(Path(classifier.model_out).read_bytes()).hexdigest()
         train_set = TrainingSet(
             split, deeplab.augment, seed=seed, seg_label_dir=labels / "seg",
             confidence_dir=labels / "conf" if aux.reads_confidence else None,
@@ -114,7 +139,7 @@ def run(seed: int, final_round: str, dataset: DatasetParams, deeplab: DeepLabPar
             model, train_set, make_loss(aux),
             param_groups=model.param_groups(deeplab.optim.head_lr_mult), optim=deeplab.optim, runtime=runtime,
             seed=seed, checkpoint_dir=CHECKPOINT_ROOT / "deeplab",
-            fingerprint=fingerprint(seed, final_round, dataset, deeplab, len(train_set)),
+            fingerprint=fingerprint(seed, final_round, dataset, deeplab, init_digest, len(train_set)),
             live_dir=deeplab.live_dir, desc="deeplab",
         )
         if is_main_process():
