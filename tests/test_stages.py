@@ -157,8 +157,8 @@ def test_deeplab_and_a_round_train_with_aa_and_lr_on_round_style_labels(single_s
         save_gray_png(r0 / "sal" / path.name, ((seg > 0) & (seg < 255)).astype("float32"))
     shutil.copytree(r0 / "sal", tmp_path / "data/saliency")  # the saliency prior update_labels fuses with
     classifier = build_classifier(parse_section(DeepLabParams, {}, "deeplab").network, 6)
-    save_model(tmp_path / "models/rounds/r0.pt", classifier, kind="classifier", backbone="tiny", output_stride=8,
-               num_classes_fg=6)
+    for path in ("models/rounds/r0.pt", "models/classifier.pt"):  # deeplab.init_from_classifier reads the latter
+        save_model(tmp_path / path, classifier, kind="classifier", backbone="tiny", output_stride=8, num_classes_fg=6)
     params = _tiny_params(**{
         "deeplab.aux_losses": AALR_ON, "deeplab.seed": 3, "auxsegnet.aux_losses": {**AALR_ON, "lr_variant": "prototype"},
         "rounds": {"r1": {"prev": "r0"}}, "final_round": "r1",
