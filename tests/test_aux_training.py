@@ -85,7 +85,7 @@ def test_committed_params_have_every_aalr_term_off_and_seeds_follow_the_global_o
 
 
 def test_dvc_yaml_declares_the_single_stage_keys_so_that_inference_changes_do_not_retrain():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    stages = yaml.safe_load((ROOT / "stages/single_stage/dvc.yaml").read_text())["stages"]
 
     def declared(stage):
         return {p.split(".", 1)[1] for p in stages[stage]["params"] if isinstance(p, str) and p.startswith("single_stage.")}
@@ -99,7 +99,10 @@ def test_dvc_yaml_declares_the_single_stage_keys_so_that_inference_changes_do_no
     # the single-stage branch depends on the prepared data only
     deps = {d for stage in ("train_single_stage", "infer_single_stage", "eval_single_stage") for d in stages[stage]["deps"]}
     assert not any("pseudo_labels" in d or "saliency" in d or "cams" in d for d in deps)
-    assert "deeplab" in stages["train_deeplab"]["params"] and "deeplab" in stages["evaluate"]["params"]
+    root_stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert not {"train_single_stage", "infer_single_stage", "eval_single_stage"} & set(root_stages)
+    assert all(stages[stage]["wdir"] == "../.." for stage in stages)  # paths relative to the repository root
+    assert "deeplab" in root_stages["train_deeplab"]["params"] and "deeplab" in root_stages["evaluate"]["params"]
 
 
 # ------------------------------------------------------------------------------------------------ batches
