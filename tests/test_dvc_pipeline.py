@@ -98,11 +98,18 @@ def sh(args: list[str], cwd: Path, env: dict[str, str], *, check: bool = True, t
 
 def stages_in(output: str) -> tuple[set[str], set[str], set[str]]:
     """(ran, skipped as unchanged, restored from the run-cache) stage names in ``dvc repro``/``exp run`` output."""
-    return set(RUNNING.findall(output)), set(SKIPPED.findall(output)), set(FROM_RUN_CACHE.findall(output))
+    def names(pattern: re.Pattern) -> set[str]:
+        return {name.rsplit(":", 1)[-1] for name in pattern.findall(output)}  # 'stages/x/dvc.yaml:name' → 'name'
+
+    return names(RUNNING), names(SKIPPED), names(FROM_RUN_CACHE)
 
 
-def read_lock(repo: Path) -> dict:
-    return yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+SINGLE_STAGE_PIPELINE = "stages/single_stage/dvc.yaml"
+SINGLE_STAGE_STAGES = {"train_single_stage", "infer_single_stage", "eval_single_stage"}
+
+
+def read_lock(repo: Path, lock: str = "dvc.lock") -> dict:
+    return yaml.safe_load((repo / lock).read_text())["stages"]
 
 
 def out_hashes(lock: dict) -> dict[str, str]:
@@ -163,6 +170,8 @@ class Pipeline:
     scratch_run: subprocess.Popen | None
     scratch_log: Path
     lock: dict = field(default_factory=dict)
+    single_stage_output: str = ""
+    single_stage_lock: dict = field(default_factory=dict)
 
 
 DETERMINISM_TEST = "test_two_repros_from_scratch_give_identical_hashes"
@@ -200,10 +209,11 @@ def pipeline(tmp_path_factory, request):
         start = time.monotonic()
         result = sh([DVC, "repro"], repo, env)
         seconds = time.monotonic() - start
+        single = sh([DVC, "repro", SINGLE_STAGE_PIPELINE], repo, env)  # the second pipeline (not in dvc.yaml)
         sh(["git", "add", "-A"], repo, env)
         sh(["git", *GIT_IDENTITY, "commit", "-q", "-m", "dvc repro"], repo, env)
         yield Pipeline(root, repo, remote, env, result.stdout, seconds, scratch, scratch_run, scratch_log,
-                       read_lock(repo))
+                       read_lock(repo), single.stdout, read_lock(repo, "stages/single_stage/dvc.lock"))
     finally:
         if scratch_run is not None and scratch_run.poll() is None:
             scratch_run.kill()
@@ -213,6 +223,7 @@ def pipeline(tmp_path_factory, request):
 def test_repro_runs_end_to_end_writes_the_lock_and_leaves_nothing_to_do(pipeline):
     stage_names = set(sh([DVC, "stage", "list", "--name-only"], pipeline.repo, pipeline.env).stdout.split())
     assert {"train_round@r1", "train_round@r2", "update_labels@r2", "eval_round@r2", "evaluate"} <= stage_names
+    assert not stage_names & SINGLE_STAGE_STAGES  # the single-stage model is its own pipeline
     ran, skipped, _ = stages_in(pipeline.repro_output)
     assert ran == stage_names and not skipped
     print(f"tiny-profile dvc repro: {pipeline.repro_seconds:.1f} s")
@@ -220,6 +231,8 @@ def test_repro_runs_end_to_end_writes_the_lock_and_leaves_nothing_to_do(pipeline
     assert Path(imported).resolve().is_relative_to(pipeline.repo.resolve()), imported
     # dvc.lock: every stage, every cached output with its hash
     assert set(pipeline.lock) == stage_names
+    ran_single, _, _ = stages_in(pipeline.single_stage_output)
+    assert ran_single == SINGLE_STAGE_STAGES == set(pipeline.single_stage_lock)
     hashes = out_hashes(pipeline.lock)
     assert all(hashes.values()), hashes
     assert hashes["data/rounds/r2"].endswith(".dir") and "models/rounds/r2.pt" in hashes
@@ -231,7 +244,8 @@ def test_repro_runs_end_to_end_writes_the_lock_and_leaves_nothing_to_do(pipeline
     ran, skipped, _ = stages_in(again)
     assert not ran and skipped == stage_names
     # the per-round and final metrics are git-kept files
-    for name in ("metrics/rounds/r0.json", "metrics/rounds/r1.json", "metrics/rounds/r2.json", "metrics/final.json"):
+    for name in ("metrics/rounds/r0.json", "metrics/rounds/r1.json", "metrics/rounds/r2.json", "metrics/final.json",
+                 "metrics/single_stage.json"):
         assert (pipeline.repo / name).is_file(), name
     assert sh(["git", "status", "--porcelain"], pipeline.repo, pipeline.env).stdout == ""
 
@@ -280,6 +294,25 @@ def test_adding_a_round_with_exp_run_runs_only_the_new_round_and_exp_show_has_it
     assert experiment["rounds.r3.prev"] == "r2"
     summary = yaml.safe_load((repo / "metrics/summary.json").read_text())
     assert summary["n_rounds"] == 3 and summary["final_round"] == "r3"
+
+
+def test_a_deeplab_seed_reruns_only_the_final_training_and_single_stage_inference_only_its_branch(pipeline, tmp_path):
+    repo = clone_repo(pipeline.repo, tmp_path / "repo")
+    result = sh([DVC, "exp", "run", "-n", "deeplab-seed1", "-S", "deeplab.seed=1"], repo, pipeline.env)
+    ran, skipped, _ = stages_in(result.stdout)
+    assert ran == {"train_deeplab", "evaluate"}
+    assert skipped == set(pipeline.lock) - ran
+    lock = read_lock(repo)
+    assert lock["train_deeplab"]["params"]["params.yaml"]["deeplab"]["seed"] == 1
+    assert out_hashes(lock)["models/deeplab.pt"] != out_hashes(pipeline.lock)["models/deeplab.pt"]
+    # the single-stage branch: an inference setting re-runs inference and its metrics, not the training
+    result = sh([DVC, "exp", "run", "-n", "ss-bg-power", "-S", "single_stage.inference.bg_power=3.0",
+                 SINGLE_STAGE_PIPELINE], repo, pipeline.env)
+    ran, _, _ = stages_in(result.stdout)
+    assert ran == {"infer_single_stage", "eval_single_stage"}
+    lock = read_lock(repo, "stages/single_stage/dvc.lock")
+    assert lock["infer_single_stage"]["params"]["params.yaml"]["single_stage.inference"]["bg_power"] == 3.0
+    assert lock["train_single_stage"] == pipeline.single_stage_lock["train_single_stage"]
 
 
 def test_push_then_pull_one_rounds_labels_and_repro_pull_restores_heavy_stages(pipeline, tmp_path):

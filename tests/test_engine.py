@@ -288,6 +288,25 @@ def test_bad_losses_raise_clear_errors(tmp_path):
 
     with pytest.raises(FloatingPointError, match="epoch 1, iteration 2"):
         run(tmp_path, loss=nan_loss, live=False)
+    with pytest.raises(ValueError, match="may not be named 'lr'"):
+        run(tmp_path, loss=lambda m, b, d: {**tiny_loss(m, b, d), "lr": 0.0}, live=False)
+
+
+def test_a_loss_with_on_step_sees_every_iterations_progress(tmp_path):
+    class ProgressLoss:
+        def __init__(self):
+            self.seen = []
+
+        def on_step(self, *, epoch, step, max_steps):
+            self.seen.append((epoch, step, max_steps))
+
+        def __call__(self, model, batch, device):
+            return tiny_loss(model, batch, device)
+
+    loss = ProgressLoss()
+    run(tmp_path, loss=loss, live=False)
+    iterations = len(loss.seen) // 2
+    assert loss.seen == [(i // iterations, i, 2 * iterations) for i in range(2 * iterations)]
 
 
 def test_global_determinism_settings_are_restored(tmp_path):

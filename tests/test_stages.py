@@ -81,3 +81,101 @@ def test_round_chain_errors(rounds, final, message):
 def test_round_chain_order():
     rounds = {"b": RoundParams(prev="a"), "a": RoundParams(prev="r0"), "c": RoundParams(prev="b")}
     assert round_chain(rounds, "c") == ["r0", "a", "b", "c"]
+
+
+# ------------------------------------------------------------------------------------------------ AA/LR and single stage
+def _tiny_params(**overrides) -> dict:
+    """The committed params.yaml with the tiny profile merged in, then ``overrides`` (dotted keys)."""
+    from auxseg.tools.apply_profile import load_profile, merge, profile_leaves
+
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), profile_leaves(load_profile("tiny")))
+    params["synthetic"].update(n_train=8, n_val=4)
+    for dotted, value in overrides.items():
+        node = params
+        *path, last = dotted.split(".")
+        for key in path:
+            node = node[key]
+        node[last] = value
+    return params
+
+
+AALR_ON = {"aa_weight": 1.0, "aa_dilation": 1, "aa_margin": 3.0, "aa_confidence": "labels", "lr_weight": 0.5,
+           "lr_variant": "correction", "lr_tau": 0.1, "lr_warmup": 0.15, "lr_embed_dim": 8}
+
+
+@pytest.fixture(scope="module")
+def single_stage_project(tmp_path_factory):
+    """synthesize → prepare_data → train/infer/eval_single_stage with AA and LR on, on the tiny profile."""
+    root = tmp_path_factory.mktemp("single_stage")
+    params = _tiny_params(**{"single_stage.aux_losses": AALR_ON})
+    for script in ("synthesize.py", "prepare_data.py", "train_single_stage.py", "infer_single_stage.py",
+                   "eval_single_stage.py"):
+        result = _run_stage(script, params, root)
+        assert result.returncode == 0, f"{script}:\n{result.stderr[-3000:]}"
+    return root, params
+
+
+@pytest.mark.slow
+def test_single_stage_stages_on_the_tiny_profile(single_stage_project):
+    from auxseg.steps.train_single_stage import load_single_stage
+
+    root, params = single_stage_project
+    metrics = yaml.safe_load((root / "metrics/single_stage.json").read_text())
+    for key in ("single_stage_miou", "single_stage_miou_crf", "pseudo_miou", "pseudo_precision", "pseudo_recall",
+                "pseudo_labelled_fraction"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["num_images"] == 4 and metrics["num_train_images"] == 8
+    assert set(metrics["single_stage_per_class_iou_crf"]) == set(metrics["pseudo_per_class_iou"])
+    out = root / "data/single_stage"
+    assert len(list((out / "val/plain").glob("*.png"))) == len(list((out / "val/crf").glob("*.png"))) == 4
+    assert len(list((out / "train/seg").glob("*.png"))) == len(list((out / "train/conf").glob("*.png"))) == 8
+    model, meta = load_single_stage(root / "models/single_stage.pt")
+    assert meta["embedding_dim"] == 8 and model.embed is not None and meta["widths"]["decoder"] == 32
+    curves = root / "dvclive/single_stage/plots/metrics/train"
+    assert {"loss.tsv", "cls.tsv", "seg.tsv", "aa.tsv", "lr_loss.tsv", "lr_switched.tsv"} <= {p.name for p in curves.iterdir()}
+
+
+@pytest.mark.slow
+def test_deeplab_and_a_round_train_with_aa_and_lr_on_round_style_labels(single_stage_project, tmp_path):
+    """train_deeplab and train_round (+ update_labels) with AA and LR, on the single-stage train labels (round layout)."""
+    from auxseg.steps.common import build_classifier, load_auxsegnet, save_model
+    from auxseg.steps.train_deeplab import load_deeplab
+    from auxseg.config import DeepLabParams
+    from auxseg.io import load_label_png, save_gray_png
+    from auxseg.params import parse_section
+
+    root, _ = single_stage_project
+    for name in ("data", "params.yaml"):
+        source = root / name
+        shutil.copytree(source, tmp_path / name) if source.is_dir() else shutil.copy(source, tmp_path / name)
+    labels = tmp_path / "data/single_stage/train"
+    r0 = tmp_path / "data/rounds/r0"
+    shutil.copytree(labels / "seg", r0 / "seg")
+    shutil.copytree(labels / "conf", r0 / "conf")
+    for path in sorted((r0 / "seg").glob("*.png")):
+        seg = load_label_png(path)
+        save_gray_png(r0 / "sal" / path.name, ((seg > 0) & (seg < 255)).astype("float32"))
+    shutil.copytree(r0 / "sal", tmp_path / "data/saliency")  # the saliency prior update_labels fuses with
+    classifier = build_classifier(parse_section(DeepLabParams, {}, "deeplab").network, 6)
+    for path in ("models/rounds/r0.pt", "models/classifier.pt"):  # deeplab.init_from_classifier reads the latter
+        save_model(tmp_path / path, classifier, kind="classifier", backbone="tiny", output_stride=8, num_classes_fg=6)
+    params = _tiny_params(**{
+        "deeplab.aux_losses": AALR_ON, "deeplab.seed": 3, "auxsegnet.aux_losses": {**AALR_ON, "lr_variant": "prototype"},
+        "rounds": {"r1": {"prev": "r0"}}, "final_round": "r1",
+    })
+    for script, args in (("train_round.py", ["--round", "r1"]), ("update_labels.py", ["--round", "r1"])):
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        result = subprocess.run([sys.executable, str(ROOT / "stages" / script), *args], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"{script}:\n{result.stderr[-3000:]}"
+    model, meta = load_auxsegnet(tmp_path / "models/rounds/r1.pt")
+    assert meta["embedding_dim"] == 8 and model.seg_embed is not None
+    assert len(list((tmp_path / "data/rounds/r1/conf").glob("*.png"))) == 8
+    assert (tmp_path / "dvclive/rounds/r1/plots/metrics/train/aa.tsv").is_file()
+    result = _run_stage("train_deeplab.py", params, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    model, meta = load_deeplab(parse_section(DeepLabParams, params["deeplab"], "deeplab"), tmp_path / "models/deeplab.pt")
+    assert meta["embedding_dim"] == 8 and model.embed is not None
+    assert (tmp_path / "dvclive/deeplab/plots/metrics/train/lr_switched.tsv").is_file()
+    live = yaml.safe_load((tmp_path / "dvclive/deeplab/params.yaml").read_text())
+    assert live["seed"] == 3

@@ -6,6 +6,7 @@ Range checks come from ``field(ge=..., le=...)``; cross-field checks live in ``v
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -157,6 +158,58 @@ class LossWeights:
                 raise ParamError(f"{item.name}: loss weight must be a finite number >= 0, got {value!r}")
 
 
+@dataclass(frozen=True)
+class AuxLossParams:
+    """AALR's adaptive affinity (AA) and label reassign (LR) losses on a segmentation output (spec §2, §3, §6).
+
+    Both are off with weight 0 (the default): no projection head is built, no confidence map is read and the
+    training is bit-identical to the plain loss. ``L = L_seg + aa_weight · L_AA + lr_weight · L_LR``.
+    The LR loss is RECONSTRUCTED (spec §3: the paper's formula was not retrieved).
+    """
+
+    aa_weight: float = field(0.0, ge=0.0, help="λ_AA; 0 = off (spec §6.1 suggests 1, sweep 0.3–1)")
+    aa_dilation: int = field(1, ge=1, help="neighbour offset d on the logit grid (stride 8: d=1 is 8 px)")
+    aa_margin: float = field(3.0, ge=0.0, help="margin m of the push term max(0, m·w − D)")
+    aa_confidence: Literal["labels", "constant"] = field(
+        "labels", help="w_ij = max(c_i, c_j) from the confidence maps written with the labels, or c ≡ 1 (plain AFF)"
+    )
+    lr_weight: float = field(0.0, ge=0.0, help="λ_LR; 0 = off (no projection head is built)")
+    lr_variant: Literal["prototype", "correction"] = field(
+        "prototype", help="prototype: prototype CE on reassigned targets (§3 4a); correction: also corrects the CE targets (§3 4b)"
+    )
+    lr_tau: float = field(0.1, gt=0.0, help="temperature τ of the prototype cross-entropy")
+    lr_warmup: float = field(0.15, ge=0.0, le=1.0, help="fraction of the iterations before the LR loss switches on")
+    lr_embed_dim: int = field(32, ge=1, help="width D of the pixel embedding of the projection head")
+
+    def validate(self, name: str) -> None:
+        for key in ("aa_weight", "aa_margin", "lr_weight", "lr_tau"):
+            if not math.isfinite(getattr(self, key)):
+                raise ParamError(f"{name}.{key}: must be a finite number, got {getattr(self, key)!r}")
+
+    @property
+    def aa_on(self) -> bool:
+        return self.aa_weight > 0
+
+    @property
+    def lr_on(self) -> bool:
+        return self.lr_weight > 0
+
+    @property
+    def enabled(self) -> bool:
+        """True when any AALR term is on."""
+        return self.aa_on or self.lr_on
+
+    @property
+    def embedding_dim(self) -> int | None:
+        """Width of the projection head the model needs (None: no head, LR off)."""
+        return self.lr_embed_dim if self.lr_on else None
+
+    @property
+    def reads_confidence(self) -> bool:
+        """True when the training needs the confidence maps written with the labels."""
+        return self.aa_on and self.aa_confidence == "labels"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Pipeline sections.
 
@@ -249,6 +302,9 @@ class AuxSegNetParams:
         "logits", help="what A_CT refines: logits (released code) or probabilities (the paper's wording)"
     )
     loss_weights: LossWeights = field(LossWeights())
+    aux_losses: AuxLossParams = field(
+        AuxLossParams(), help="AA/LR on the refined segmentation logits, labels + confidence of the previous round"
+    )
     augment: AugmentParams = field(AugmentParams())
     optim: OptimParams = field(OptimParams())
     live_root: str = "dvclive/rounds"
@@ -317,8 +373,18 @@ class DeepLabParams:
     init_from_classifier: bool = False
     augment: AugmentParams = field(AugmentParams())
     optim: OptimParams = field(OptimParams())
+    aux_losses: AuxLossParams = field(
+        AuxLossParams(), help="AA/LR on the stride-8 logits, with the final round's labels and confidence maps"
+    )
+    seed: Optional[int] = field(
+        None, ge=0, help="seed of this training only (null: the global seed); a sweep re-runs train_deeplab + evaluate"
+    )
     model_out: str = "models/deeplab.pt"
     live_dir: str = "dvclive/deeplab"
+
+    def training_seed(self, global_seed: int) -> int:
+        """The seed the DeepLab training uses: ``seed`` or, when null, the global one."""
+        return global_seed if self.seed is None else self.seed
 
     def validate(self, name: str) -> None:
         if self.init_from_classifier and self.network.weights is not None:
@@ -338,3 +404,96 @@ class EvaluateParams:
     metrics_out: str = "metrics/final.json"
     confusion_out: str = "metrics/confusion_final.csv"
     summary_csv: str = "metrics/miou_per_round.csv"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The single-stage branch (1-Stage of Araslanov & Roth + AALR's losses, spec §1), independent of the rounds.
+
+
+@dataclass(frozen=True)
+class SingleStageWidths:
+    """Channel widths of the 1-Stage decoder (the paper: 256 / 48 / 256 / 256; narrower for the CPU tiny backbone)."""
+
+    aspp: int = field(64, ge=1, help="ASPP output channels")
+    skip: int = field(32, ge=1, help="1×1 projection of the stride-4 backbone features")
+    decoder: int = field(64, ge=1, help="width of the deep and shallow (GCI) streams the Stochastic Gate mixes")
+    head: int = field(64, ge=1, help="the two 3×3 convs of the segmentation head")
+
+
+@dataclass(frozen=True)
+class PamrParams:
+    """Pixel-adaptive mask refinement of the online masks (spec §1.3 step 1)."""
+
+    iterations: int = field(10, ge=0)
+    dilations: list[int] = field([1, 2, 4, 8, 12, 24], ge=1, help="3×3 neighbourhoods at these dilations (stride-4 grid)")
+
+    def validate(self, name: str) -> None:
+        if not self.dilations:
+            raise ParamError(f"{name}.dilations: must not be empty")
+
+
+@dataclass(frozen=True)
+class PseudoCutParams:
+    """Online pseudo labels from the refined masks: τ_c = max(min_threshold, r_c · max_i m_ic) (spec §1.3 step 3)."""
+
+    r_bg: float = field(0.7, ge=0.0, le=1.0, help="ratio r of the background channel")
+    r_fg: float = field(0.6, ge=0.0, le=1.0, help="ratio r of the foreground channels")
+    min_threshold: float = field(0.2, ge=0.0, le=1.0)
+
+
+@dataclass(frozen=True)
+class SingleStageInferenceParams:
+    """Inference of ``infer_single_stage`` (defaults as ``evaluate``, so that the val numbers compare)."""
+
+    scales: list[float] = field([1.0, 0.75, 1.25], gt=0.0)
+    flip: bool = True
+    crf_iterations: int = field(10, ge=1)
+    bg_power: float = field(
+        1.0, gt=0.0, help="val: background probability raised to this power before the argmax (1-Stage: 3; 1 = off)"
+    )
+    min_class_score: float = field(
+        0.0, ge=0.0, le=1.0, help="val: classes whose sigmoid class score is below this are dropped (1-Stage: 0.1; 0 = off)"
+    )
+
+    def validate(self, name: str) -> None:
+        if not self.scales:
+            raise ParamError(f"{name}.scales: must not be empty")
+
+
+@section("single_stage")
+class SingleStageParams:
+    """The single-stage model (1-Stage network, spec §1) trained end to end from image labels, with AA/LR.
+
+    L = L_cls + seg_weight · L_seg (after ``seg_warmup_epochs``) + λ_AA · L_AA + λ_LR · L_LR; L_seg is the
+    class-balanced CE on online PAMR pseudo labels; AA and LR run on the stride-4 masks / embeddings with the same
+    pseudo labels, and only once L_seg is on.
+    """
+
+    network: NetworkParams = field(NetworkParams())
+    widths: SingleStageWidths = field(SingleStageWidths())
+    augment: AugmentParams = field(AugmentParams(crop_size=128))
+    optim: OptimParams = field(OptimParams(epochs=20, batch_size=8, lr=0.01, log_every=5))
+    seg_weight: float = field(1.0, ge=0.0, help="weight of the class-balanced CE on the online pseudo labels")
+    seg_warmup_epochs: int = field(5, ge=0, help="classification-only epochs before L_seg (and AA, LR) switch on")
+    pamr: PamrParams = field(PamrParams())
+    pseudo_labels: PseudoCutParams = field(PseudoCutParams())
+    aux_losses: AuxLossParams = field(
+        AuxLossParams(), help="AA/LR at the stride-4 masks; aa_confidence labels = per-pixel max of the PAMR masks"
+    )
+    seed: Optional[int] = field(None, ge=0, help="seed of the single-stage training (null: the global seed)")
+    inference: SingleStageInferenceParams = field(SingleStageInferenceParams())
+    model_out: str = "models/single_stage.pt"
+    live_dir: str = "dvclive/single_stage"
+    out_dir: str = field("data/single_stage", help="val/{plain,crf}/<id>.png predictions, train/{seg,conf}/<id>.png labels")
+    metrics_out: str = "metrics/single_stage.json"
+
+    def validate(self, name: str) -> None:
+        if self.seg_warmup_epochs >= self.optim.epochs and self.seg_weight > 0:
+            raise ParamError(
+                f"{name}.seg_warmup_epochs: {self.seg_warmup_epochs} leaves no epoch with the segmentation loss "
+                f"({name}.optim.epochs is {self.optim.epochs})"
+            )
+
+    def training_seed(self, global_seed: int) -> int:
+        """The seed the single-stage training uses: ``seed`` or, when null, the global one."""
+        return global_seed if self.seed is None else self.seed

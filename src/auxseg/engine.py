@@ -440,6 +440,8 @@ def _loss_terms(terms: Any, expected: tuple[str, ...] | None, where: str) -> tup
     if not total.requires_grad:
         raise ValueError(f"{where}: 'loss' does not require grad (is it computed from the model's outputs?)")
     names = tuple(sorted(terms))
+    if "lr" in names:
+        raise ValueError(f"{where}: a loss term may not be named 'lr' (train/lr is the learning-rate curve)")
     if expected is not None and names != expected:
         raise ValueError(f"{where}: compute_loss returned terms {list(names)}, earlier iterations {list(expected)}")
     logged: dict[str, torch.Tensor] = {}
@@ -483,6 +485,7 @@ class _Loop:
     live: Any  # dvclive.Live on rank 0 with a live_dir, else None
     desc: str
     main: bool
+    on_step: Callable[..., None] | None = None  # compute_loss.on_step, when the loss depends on the progress
 
     def run_epoch(self, epoch: int, global_step: int) -> int:
         """Train one epoch starting at iteration ``global_step``; return the global step after it."""
@@ -500,6 +503,8 @@ class _Loop:
             if not isinstance(batch, Mapping):
                 raise TypeError(f"{where}: batches must be dicts (check collate_fn), got {type(batch).__name__}")
             lr = set_poly_lr(self.optimizer, optim.lr, global_step, self.max_steps, optim.poly_power)
+            if self.on_step is not None:
+                self.on_step(epoch=epoch, step=global_step, max_steps=self.max_steps)
             batch = _move_to_device(batch, self.device, self.channels_last)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
                 terms = self.compute_loss(self.model, batch, self.device)
@@ -560,6 +565,9 @@ def train(
 
     ``compute_loss(model, batch, device)`` gets the (possibly DDP-wrapped) model and a batch dict whose
     tensors are already on ``device`` (string ids stay lists); it returns ``{"loss": total, **terms}``.
+    A loss that depends on the training progress (warm-ups) may have a method ``on_step(*, epoch, step,
+    max_steps)``: it is called before every iteration with the 0-based epoch, the global iteration about to
+    run and the total number of iterations (also after a resume, so warm-ups stay exact).
     ``param_groups``: ``[{"params": iterable, "lr_mult": float, "name": str}, ...]``; the lr of a group at
     iteration t is ``optim.lr * lr_mult * (1 - t / max_it) ** optim.poly_power``, max_it = epochs × iterations
     per epoch (``len(dataset) // (world_size * batch_size)``, last partial batch dropped).
@@ -674,6 +682,7 @@ def train(
             live=live,
             desc=desc,
             main=main,
+            on_step=getattr(compute_loss, "on_step", None),
         )
         try:
             for epoch in range(start_epoch, optim.epochs):

@@ -456,6 +456,141 @@ def label_reassign_loss(
     return total / (targets != ignore_index).sum().clamp(min=1).to(total.dtype)
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# AA and LR as extra terms of a segmentation training (spec §6): shared by DeepLab, AuxSegNet and the single-stage model
+
+
+def to_logit_grid(
+    labels: torch.Tensor,
+    size: tuple[int, int],
+    *,
+    valid: torch.Tensor | None = None,
+    confidence: torch.Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Labels (and confidence) of a crop at the logit grid (spec §6.1): (B, H, W) → (B, h, w).
+
+    Labels by nearest neighbour ("nearest-exact": each grid cell takes the crop pixel at its centre, the position
+    bilinear upsampling of the logits assigns to that cell); pixels where ``valid`` (B, H, W) is False (crop padding)
+    become ``ignore_index``, so no AA pair and no LR centre touches the padding. ``confidence`` (B, H, W) in [0, 1] is
+    resized bilinearly (align_corners=False). Returned unchanged when already (h, w).
+    """
+    if labels.dim() != 3:
+        raise ValueError(f"labels must be (B, H, W), got shape {tuple(labels.shape)}")
+    labels = labels.long()
+    if valid is not None:
+        labels = torch.where(valid.to(labels.device, torch.bool), labels, torch.full_like(labels, ignore_index))
+    size = tuple(size)
+    if tuple(labels.shape[-2:]) != size:
+        labels = F.interpolate(labels[:, None].float(), size=size, mode="nearest-exact")[:, 0].long()
+    if confidence is not None:
+        confidence = confidence.float()
+        if tuple(confidence.shape[-2:]) != size:
+            confidence = F.interpolate(confidence[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+        confidence = confidence.clamp(0.0, 1.0)
+    return labels, confidence
+
+
+class ProgressAwareLoss:
+    """Base of the loss callables given to :func:`auxseg.engine.train` whose terms switch on during training.
+
+    The engine calls :meth:`on_step` before every iteration (also after a resume); outside the engine the loss
+    behaves as at step 0 until :meth:`on_step` is called.
+    """
+
+    def __init__(self) -> None:
+        self.epoch, self.step, self.max_steps = 0, 0, 1
+
+    def on_step(self, *, epoch: int, step: int, max_steps: int) -> None:
+        self.epoch, self.step, self.max_steps = int(epoch), int(step), max(1, int(max_steps))
+
+    def lr_active(self, aux) -> bool:
+        """True once ``aux.lr_warmup`` of the iterations are done (the LR loss of :class:`AuxLossParams`)."""
+        return self.step >= aux.lr_warmup * self.max_steps
+
+
+def lr_corrected_targets(
+    aux,
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    image_labels: torch.Tensor,
+    *,
+    active: bool,
+    valid: torch.Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:
+    """LR variant ``correction`` (spec §3 4(b), RECONSTRUCTED): CE targets (B, H, W) with reassigned pixels.
+
+    The embeddings (B, D, h, w) are upsampled bilinearly to the labels' (H, W), as the logits are for the CE, and
+    :func:`label_reassign_loss` (``variant="correction"``, centre margin 0.1) replaces the labels of pixels whose
+    nearest class centre beats their own by more than the margin. Crop padding (``valid`` False) builds no centre and
+    keeps its label. Before the warm-up ends (``active`` False) the labels come back unchanged.
+    """
+    labels = labels.long()
+    masked = labels if valid is None else torch.where(valid.bool(), labels, torch.full_like(labels, ignore_index))
+    if tuple(embeddings.shape[-2:]) != tuple(labels.shape[-2:]):
+        embeddings = F.interpolate(embeddings.float(), size=tuple(labels.shape[-2:]), mode="bilinear", align_corners=False)
+    corrected = label_reassign_loss(
+        embeddings.detach(), masked, image_labels, variant="correction", active=active, ignore_index=ignore_index
+    )
+    return corrected if valid is None else torch.where(valid.bool(), corrected, labels)
+
+
+def aalr_terms(
+    aux,
+    *,
+    probs: torch.Tensor,
+    grid_labels: torch.Tensor,
+    image_labels: torch.Tensor,
+    grid_confidence: torch.Tensor | None = None,
+    embeddings: torch.Tensor | None = None,
+    lr_active: bool = True,
+) -> dict[str, torch.Tensor]:
+    """The unweighted AA and LR terms that ``aux`` (:class:`auxseg.config.AuxLossParams`) switches on.
+
+    probs (B, C, h, w) softmax of the segmentation logits at the logit grid; grid_labels (B, h, w) the pseudo labels
+    there (:func:`to_logit_grid`); image_labels (B, K); grid_confidence (B, h, w) (needed with
+    ``aa_confidence: labels``); embeddings (B, D, h, w) (needed with ``lr_weight > 0``). Returns ``{"aa": ...}`` when
+    ``aa_weight > 0`` and ``{"lr_loss": ...}`` (the prototype loss, which trains the embedding in both LR variants; 0 during
+    the warm-up) when ``lr_weight > 0``.
+    """
+    terms: dict[str, torch.Tensor] = {}
+    if aux.aa_on:
+        if aux.aa_confidence == "constant":
+            confidence = torch.ones_like(grid_labels, dtype=torch.float32)
+        elif grid_confidence is None:
+            raise ValueError("aa_confidence 'labels' needs the confidence maps (batch key 'confidence')")
+        else:
+            confidence = grid_confidence
+        terms["aa"] = adaptive_affinity_loss(
+            probs, grid_labels, confidence, dilation=aux.aa_dilation, margin=aux.aa_margin
+        )
+    if aux.lr_on:
+        if embeddings is None:
+            raise ValueError("lr_weight > 0 needs the pixel embeddings of a projection head")
+        terms["lr_loss"] = label_reassign_loss(
+            embeddings, grid_labels, image_labels, variant="prototype", active=lr_active, tau=aux.lr_tau
+        )
+    return terms
+
+
+def aalr_weighted(aux, terms: Mapping[str, torch.Tensor]) -> torch.Tensor | float:
+    """λ_AA · aa + λ_LR · lr over the terms :func:`aalr_terms` returned (0.0 when there is none)."""
+    total: torch.Tensor | float = 0.0
+    if "aa" in terms:
+        total = total + aux.aa_weight * terms["aa"]
+    if "lr_loss" in terms:
+        total = total + aux.lr_weight * terms["lr_loss"]
+    return total
+
+
+def switched_fraction(before: torch.Tensor, after: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Share of the labelled pixels of ``before`` whose label ``after`` changed (an LR-correction diagnostic)."""
+    labelled = before != ignore_index
+    changed = (before != after) & labelled
+    return changed.sum().float() / labelled.sum().clamp(min=1).float()
+
+
 __all__ = [
     "AA_NEGATIVE_WEIGHT",
     "AA_PROB_CLAMP",
@@ -463,15 +598,21 @@ __all__ = [
     "LR_CORRECTION_MARGIN",
     "LR_TEMPERATURE",
     "LR_VARIANTS",
+    "ProgressAwareLoss",
     "ProjectionHead",
     "SALIENCY_BINARY_THRESHOLD",
+    "aalr_terms",
+    "aalr_weighted",
     "adaptive_affinity_loss",
     "auxsegnet_losses",
     "class_centres",
     "classification_loss",
     "label_reassign_loss",
+    "lr_corrected_targets",
     "reassign_labels",
     "saliency_bce",
     "segmentation_ce",
+    "switched_fraction",
+    "to_logit_grid",
     "upsample_logits",
 ]

@@ -15,6 +15,10 @@ not renormalised.
 
 Module names follow the released code (``fc8``, ``seg_conv1``…, ``seg_att.theta``/``phi``, ``seg_g``, ``seg_W``,
 ``cross_att.0``/``cross_att.2``); the NLBlock's unused ``g``/``W_z`` are left out.
+
+``embedding_dim`` (AALR's LR loss, spec §6.3; None = off) adds ``seg_embed``, a :class:`auxseg.losses.ProjectionHead`
+(two 1×1 convs, hidden width ``branch_channels``) on the segmentation branch's penultimate features (the input of
+``seg_conv4``), trained at the head learning rate; without it the module and its state dict are the plain AuxSegNet.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class AuxSegNetOutput(NamedTuple):
     seg_init: torch.Tensor  # (B, K+1, h, w) segmentation logits (class 0 = background) before refinement
     seg_refined: torch.Tensor  # (B, K+1, h, w) segmentation logits after one A_CT step
     affinity: torch.Tensor | None  # (B, N, N) cross-task affinity A_CT; None unless requested or when disabled
+    embeddings: torch.Tensor | None = None  # (B, D, h, w) LR pixel embeddings; None without ``seg_embed``
 
 
 def refine_with_affinity(affinity: torch.Tensor | None, maps: torch.Tensor) -> torch.Tensor:
@@ -127,6 +132,7 @@ class AuxSegNet(nn.Module):
         dropout: float = 0.5,
         extra_dilated_conv: bool = True,
         refine_target: str = "logits",
+        embedding_dim: int | None = None,
     ) -> None:
         super().__init__()
         if refine_target not in REFINE_TARGETS:
@@ -169,6 +175,12 @@ class AuxSegNet(nn.Module):
                 nn.ReLU(),
                 nn.Conv2d(2, 2, kernel_size=1),
             )
+        self.embedding_dim = embedding_dim
+        self.seg_embed: nn.Module | None = None
+        if embedding_dim is not None:
+            from auxseg.losses import ProjectionHead
+
+            self.seg_embed = ProjectionHead(branch_channels, embedding_dim, hidden_channels=branch_channels)
 
     @classmethod
     def from_backbone_name(
@@ -185,6 +197,7 @@ class AuxSegNet(nn.Module):
         dropout: float = 0.5,
         extra_dilated_conv: bool = True,
         refine_target: str = "logits",
+        embedding_dim: int | None = None,
     ) -> "AuxSegNet":
         """Build the backbone with :func:`auxseg.models.backbones.create_backbone`, then AuxSegNet on it."""
         from auxseg.models.backbones import create_backbone
@@ -204,6 +217,7 @@ class AuxSegNet(nn.Module):
             dropout=dropout,
             extra_dilated_conv=extra_dilated_conv,
             refine_target=refine_target,
+            embedding_dim=embedding_dim,
         )
 
     # ----------------------------------------------------------------------------------------------------------
@@ -254,6 +268,7 @@ class AuxSegNet(nn.Module):
         if self.seg_conv3 is not None:
             seg_features = F.relu(self.seg_conv3(seg_features))
         seg_init = self.seg_conv4(seg_features)
+        embeddings = self.seg_embed(seg_features) if self.seg_embed is not None else None
         sal_features = self._enhance(sal_features, sal_affinity, self.sal_g, self.sal_W)
         if self.sal_conv3 is not None:
             sal_features = F.relu(self.sal_conv3(sal_features))
@@ -275,11 +290,12 @@ class AuxSegNet(nn.Module):
             seg_init=seg_init,
             seg_refined=seg_refined,
             affinity=affinity if return_affinity else None,
+            embeddings=embeddings,
         )
 
     # ----------------------------------------------------------------------------------------------------------
     def _head_modules(self) -> list[nn.Module]:
-        """Modules trained at the head learning rate: fc8 and every seg_*/sal_* module."""
+        """Modules trained at the head learning rate: fc8 and every seg_*/sal_* module (``seg_embed`` included)."""
         return [module for name, module in self.named_children() if name == "fc8" or name.startswith(("seg_", "sal_"))]
 
     def param_groups(self, head_lr_mult: float = 10.0) -> list[ParamGroup]:

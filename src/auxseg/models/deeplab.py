@@ -2,7 +2,11 @@
 
 Head (torchvision's ``DeepLabHead`` layout): ASPP with a 1×1 branch, three 3×3 atrous branches (rates 6/12/18 by
 default) and image pooling, ``head_channels`` (256) channels each with BatchNorm, projected to ``head_channels``
-(+ dropout 0.5) → 3×3 conv + BN + ReLU → 1×1 conv to the class logits. Logits stay at the backbone's stride; upsample them to the label size for the loss.
+(+ dropout 0.5) → 3×3 conv + BN + ReLU → 1×1 conv to the class logits. Logits stay at the backbone's stride;
+upsample them to the label size for the loss.
+With ``embedding_dim`` (the LR loss of AALR, spec §6.3) a :class:`auxseg.losses.ProjectionHead` (two 1×1 convs,
+hidden width = head width) maps the penultimate features (the input of the last 1×1 conv) to L2-normalised pixel
+embeddings; without it the module and its state dict are exactly the plain DeepLab.
 Note: in training mode the image-pooling branch's BatchNorm sees one value per channel and image, so training needs
 batches of at least 2 images.
 """
@@ -28,6 +32,7 @@ class DeepLab(nn.Module):
         *,
         atrous_rates: Sequence[int] = (6, 12, 18),
         head_channels: int = 256,
+        embedding_dim: int | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -48,6 +53,14 @@ class DeepLab(nn.Module):
             nn.ReLU(),
             nn.Conv2d(head_channels, num_classes, 1),
         )
+        self.embedding_dim = embedding_dim
+        if embedding_dim is not None:
+            from auxseg.losses import ProjectionHead
+
+            width = self.head[-1].in_channels
+            self.embed = ProjectionHead(width, embedding_dim, hidden_channels=width)
+        else:
+            self.embed = None
 
     @classmethod
     def from_backbone_name(
@@ -61,6 +74,7 @@ class DeepLab(nn.Module):
         freeze_bn: bool | None = None,
         atrous_rates: Sequence[int] = (6, 12, 18),
         head_channels: int = 256,
+        embedding_dim: int | None = None,
     ) -> "DeepLab":
         """Build the backbone with :func:`auxseg.models.backbones.create_backbone`, then DeepLab on it."""
         from auxseg.models.backbones import create_backbone
@@ -72,20 +86,38 @@ class DeepLab(nn.Module):
             sha256=backbone_sha256,
             freeze_bn=freeze_bn,
         )
-        return cls(backbone, num_classes, atrous_rates=atrous_rates, head_channels=head_channels)
+        return cls(
+            backbone, num_classes, atrous_rates=atrous_rates, head_channels=head_channels, embedding_dim=embedding_dim
+        )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, 3, H, W) → segmentation logits (B, num_classes, h, w)."""
+    def forward(self, x: torch.Tensor, return_embeddings: bool = False):
+        """x (B, 3, H, W) → segmentation logits (B, num_classes, h, w).
+
+        With ``return_embeddings`` (needs ``embedding_dim``): (logits, embeddings (B, D, h, w)); a keyword of
+        ``forward`` (not another method) so that it also works through DDP.
+        """
         check_images(x)
-        return self.head(self.backbone(x))
+        if not return_embeddings:
+            return self.head(self.backbone(x))
+        if self.embed is None:
+            raise ValueError("return_embeddings=True needs a DeepLab built with embedding_dim")
+        features = self.backbone(x)
+        layers = list(self.head)
+        for layer in layers[:-1]:
+            features = layer(features)
+        return layers[-1](features), self.embed(features)
 
     def param_groups(self, head_lr_mult: float = 10.0) -> list[ParamGroup]:
-        """Optimiser groups: backbone 1×, ASPP head ``head_lr_mult``× (frozen parameters included)."""
+        """Optimiser groups: backbone 1×, ASPP head (and the projection head, if any) ``head_lr_mult``×
+        (frozen parameters included)."""
         if head_lr_mult <= 0:
             raise ValueError(f"head_lr_mult must be > 0, got {head_lr_mult}")
+        head = list(self.head.parameters())
+        if self.embed is not None:
+            head += list(self.embed.parameters())
         return [
             {"params": list(self.backbone.parameters()), "lr_mult": 1.0, "name": "backbone"},
-            {"params": list(self.head.parameters()), "lr_mult": float(head_lr_mult), "name": "head"},
+            {"params": head, "lr_mult": float(head_lr_mult), "name": "head"},
         ]
 
 

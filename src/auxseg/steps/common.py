@@ -81,8 +81,9 @@ def auxsegnet_architecture(params) -> dict:
     return {key: getattr(params, key) for key in ARCHITECTURE_KEYS}
 
 
-def build_auxsegnet(meta: dict, architecture: dict):
-    """An AuxSegNet on the backbone recorded in ``meta`` (the backbone comes from the previous round's model)."""
+def build_auxsegnet(meta: dict, architecture: dict, embedding_dim: int | None = None):
+    """An AuxSegNet on the backbone recorded in ``meta`` (the backbone comes from the previous round's model);
+    ``embedding_dim`` adds the LR projection head ``seg_embed``."""
     from auxseg.models.auxsegnet import AuxSegNet
 
     return AuxSegNet.from_backbone_name(
@@ -93,6 +94,7 @@ def build_auxsegnet(meta: dict, architecture: dict):
         use_cross_task_affinity=bool(architecture["use_cross_task_affinity"]),
         extra_dilated_conv=bool(architecture["extra_dilated_conv"]),
         refine_target=str(architecture["refine_target"]),
+        embedding_dim=embedding_dim,
     )
 
 
@@ -102,7 +104,7 @@ def load_auxsegnet(path: str | Path):
     meta = payload["meta"]
     if meta.get("kind") != "auxsegnet":
         raise ValueError(f"{path}: expected an AuxSegNet model, found kind {meta.get('kind')!r}")
-    model = build_auxsegnet(meta, auxsegnet_architecture(meta))
+    model = build_auxsegnet(meta, auxsegnet_architecture(meta), meta.get("embedding_dim"))
     model.load_state_dict(payload["state_dict"], strict=True)
     return model.eval(), meta
 

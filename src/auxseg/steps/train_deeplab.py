@@ -1,4 +1,11 @@
-"""Step ``train_deeplab``: the final DeepLab (ASPP head on a registry backbone) on the final round's labels."""
+"""Step ``train_deeplab``: the final DeepLab (ASPP head on a registry backbone) on the final round's labels.
+
+Loss: cross-entropy on the final round's pseudo labels, plus AALR's AA and LR terms when ``deeplab.aux_losses`` turns
+them on (spec §6.1, §6.3): AA on the softmax of the stride-8 logits with the labels and the confidence maps
+(``<out_root>/<final_round>/conf``) resized to that grid, LR on a projection head over the penultimate features.
+With both weights 0 (the default) neither the head nor the confidence maps exist and the training is the plain one.
+``deeplab.seed`` (null: the global seed) seeds this training only.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +14,32 @@ from pathlib import Path
 
 import torch
 
-from auxseg.config import ClassifierParams, DatasetParams, DeepLabParams, PseudoLabelParams, RuntimeSection
+from auxseg.config import (
+    AuxLossParams, ClassifierParams, DatasetParams, DeepLabParams, PseudoLabelParams, RuntimeSection,
+)
+from auxseg.losses import ProgressAwareLoss
 from auxseg.steps.common import CHECKPOINT_ROOT, fingerprint, load_model_file, open_split, save_model
 
 
-def build_deeplab(deeplab: DeepLabParams, num_classes: int):
+def build_deeplab(deeplab: DeepLabParams, num_classes: int, embedding_dim: int | None = None):
+    """The DeepLab of ``deeplab.network``; ``embedding_dim`` adds the LR projection head."""
     from auxseg.models.deeplab import DeepLab
 
     network = deeplab.network
     return DeepLab.from_backbone_name(
         network.backbone, num_classes, output_stride=network.output_stride,
         backbone_weights=network.weights, backbone_sha256=network.sha256, head_channels=deeplab.head_channels,
+        embedding_dim=embedding_dim,
     )
+
+
+def load_deeplab(deeplab: DeepLabParams, path: str | Path | None = None):
+    """The DeepLab saved at ``path`` (default ``deeplab.model_out``), strict load, in eval mode; returns (model, meta)."""
+    payload = load_model_file(path or deeplab.model_out)
+    meta = payload["meta"]
+    model = build_deeplab(deeplab, int(meta["num_classes"]), meta.get("embedding_dim"))
+    model.load_state_dict(payload["state_dict"], strict=True)
+    return model.eval(), meta
 
 
 def load_classifier_backbone(model, classifier_path: str | Path, deeplab: DeepLabParams) -> None:
@@ -48,29 +69,81 @@ def _segmentation_loss(model, batch, device):
     return {"loss": segmentation_ce(logits, target)}
 
 
+class DeepLabAuxLoss(ProgressAwareLoss):
+    """CE + λ_AA · AA + λ_LR · LR (spec §6.1, §6.3); terms ``loss``, ``seg`` (the CE), ``aa``, ``lr_loss`` as switched on,
+    and ``lr_switched`` (share of labelled pixels the LR correction changed) with ``lr_variant: correction``."""
+
+    def __init__(self, aux: AuxLossParams) -> None:
+        super().__init__()
+        self.aux = aux
+
+    def __call__(self, model, batch, device):
+        from auxseg.losses import (
+            aalr_terms, aalr_weighted, lr_corrected_targets, segmentation_ce, switched_fraction, to_logit_grid,
+            upsample_logits,
+        )
+
+        aux = self.aux
+        target = batch["seg"].to(device)
+        image_labels = batch["image_labels"].to(device)
+        valid = batch["valid"].to(device)
+        if aux.lr_on:
+            logits, embeddings = model(batch["image"].to(device), return_embeddings=True)
+        else:
+            logits, embeddings = model(batch["image"].to(device)), None
+        lr_active = self.lr_active(aux)
+        ce_target = target
+        extra = {}
+        if aux.lr_on and aux.lr_variant == "correction":
+            ce_target = lr_corrected_targets(aux, embeddings, target, image_labels, active=lr_active, valid=valid)
+            extra["lr_switched"] = switched_fraction(target, ce_target)
+        seg = segmentation_ce(upsample_logits(logits, tuple(target.shape[-2:])), ce_target)
+        confidence = batch.get("confidence")
+        grid_labels, grid_confidence = to_logit_grid(
+            target, tuple(logits.shape[-2:]), valid=valid,
+            confidence=confidence.to(device) if confidence is not None else None,
+        )
+        terms = aalr_terms(
+            aux, probs=torch.softmax(logits.float(), dim=1), grid_labels=grid_labels, image_labels=image_labels,
+            grid_confidence=grid_confidence, embeddings=embeddings, lr_active=lr_active,
+        )
+        return {"loss": seg + aalr_weighted(aux, terms), "seg": seg, **terms, **extra}
+
+
+def make_loss(aux: AuxLossParams):
+    """The loss callable of the DeepLab training: the plain CE when every AALR weight is 0, else :class:`DeepLabAuxLoss`."""
+    return DeepLabAuxLoss(aux) if aux.enabled else _segmentation_loss
+
+
 def run(seed: int, final_round: str, dataset: DatasetParams, classifier: ClassifierParams, deeplab: DeepLabParams,
         pseudo_labels: PseudoLabelParams, runtime: RuntimeSection) -> None:
     from auxseg.data.training import TrainingSet
     from auxseg.engine import distributed_context, is_main_process, train
 
-    labels = Path(pseudo_labels.out_root) / final_round / "seg"
+    seed = deeplab.training_seed(seed)
+    aux = deeplab.aux_losses
+    labels = Path(pseudo_labels.out_root) / final_round
     with distributed_context(runtime):
         split = open_split(dataset, "train")
         torch.manual_seed(seed)
-        model = build_deeplab(deeplab, split.num_classes)
+        model = build_deeplab(deeplab, split.num_classes, aux.embedding_dim)
         init_digest = None
         if deeplab.init_from_classifier:
             load_classifier_backbone(model, classifier.model_out, deeplab)
             init_digest = hashlib.sha256(Path(classifier.model_out).read_bytes()).hexdigest()
-        train_set = TrainingSet(split, deeplab.augment, seed=seed, seg_label_dir=labels)
+        train_set = TrainingSet(
+            split, deeplab.augment, seed=seed, seg_label_dir=labels / "seg",
+            confidence_dir=labels / "conf" if aux.reads_confidence else None,
+        )
         model = train(
-            model, train_set, _segmentation_loss,
+            model, train_set, make_loss(aux),
             param_groups=model.param_groups(deeplab.optim.head_lr_mult), optim=deeplab.optim, runtime=runtime,
             seed=seed, checkpoint_dir=CHECKPOINT_ROOT / "deeplab",
             fingerprint=fingerprint(seed, final_round, dataset, deeplab, init_digest, len(train_set)),
             live_dir=deeplab.live_dir, desc="deeplab",
         )
         if is_main_process():
+            extra = {"embedding_dim": aux.embedding_dim} if aux.embedding_dim is not None else {}
             save_model(deeplab.model_out, model, kind="deeplab", backbone=deeplab.network.backbone,
-                       num_classes=split.num_classes, trained_on=final_round)
+                       num_classes=split.num_classes, trained_on=final_round, **extra)
             print(f"saved DeepLab (trained on {final_round} labels) -> {deeplab.model_out}")

@@ -3,6 +3,13 @@
 Round rK starts from the previous round's weights (round r1 from the classifier, whose backbone and ``fc8`` load
 into AuxSegNet) and trains on ``<out_root>/<prev>/seg`` and ``<out_root>/<prev>/sal`` with the five losses of
 spec §3. Per-round ``loss_weights`` and ``epochs`` override the ``auxsegnet`` section.
+
+``auxsegnet.aux_losses`` adds AALR's AA and LR terms (spec §6; off with weights 0, the default). Both act on the
+*refined* segmentation prediction, the output the label update and ``evaluate`` use, at the logit grid (stride 8):
+AA on softmax(``seg_refined``) with the previous round's labels and confidence maps (``<prev>/conf``) resized to the
+grid; LR on the ``seg_embed`` projection head over the segmentation branch's penultimate features. With
+``lr_variant: correction`` the corrected labels also replace the targets of both segmentation CE terms. A round with
+LR keeps the previous round's ``seg_embed`` weights when it has the same shape and starts a new head otherwise.
 """
 
 from __future__ import annotations
@@ -12,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from auxseg.config import AuxSegNetParams, DatasetParams, PseudoLabelParams, RoundParams, RuntimeSection
+from auxseg.config import AuxLossParams, AuxSegNetParams, DatasetParams, PseudoLabelParams, RoundParams, RuntimeSection
+from auxseg.losses import ProgressAwareLoss
 from auxseg.steps.common import (
     CHECKPOINT_ROOT,
     auxsegnet_architecture,
@@ -36,12 +44,61 @@ def _make_loss(weights):
     return compute
 
 
+class RoundAuxLoss(ProgressAwareLoss):
+    """The five AuxSegNet terms + λ_AA · AA + λ_LR · LR on the refined segmentation logits (terms ``aa``, ``lr_loss`` as
+    switched on, ``lr_switched`` with the correction variant)."""
+
+    def __init__(self, weights, aux: AuxLossParams) -> None:
+        super().__init__()
+        self.weights, self.aux = weights, aux
+
+    def __call__(self, model, batch, device):
+        from auxseg.losses import (
+            aalr_terms, aalr_weighted, auxsegnet_losses, lr_corrected_targets, switched_fraction, to_logit_grid,
+        )
+
+        aux = self.aux
+        batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        output = model(batch["image"])
+        lr_active = self.lr_active(aux)
+        target = batch["seg"]
+        extra = {}
+        if aux.lr_on and aux.lr_variant == "correction":
+            corrected = lr_corrected_targets(
+                aux, output.embeddings, target, batch["image_labels"], active=lr_active, valid=batch["valid"]
+            )
+            extra["lr_switched"] = switched_fraction(target, corrected)
+            batch = {**batch, "seg": corrected}
+        terms = auxsegnet_losses(output, batch, self.weights)
+        logits = output.seg_refined
+        grid_labels, grid_confidence = to_logit_grid(
+            target, tuple(logits.shape[-2:]), valid=batch["valid"], confidence=batch.get("confidence")
+        )
+        aalr = aalr_terms(
+            aux, probs=torch.softmax(logits.float(), dim=1), grid_labels=grid_labels,
+            image_labels=batch["image_labels"], grid_confidence=grid_confidence, embeddings=output.embeddings,
+            lr_active=lr_active,
+        )
+        terms["loss"] = terms["loss"] + aalr_weighted(aux, aalr)
+        return {**terms, **aalr, **extra}
+
+
+def make_loss(weights, aux: AuxLossParams):
+    """The round's loss callable: the plain five terms when every AALR weight is 0, else :class:`RoundAuxLoss`."""
+    return RoundAuxLoss(weights, aux) if aux.enabled else _make_loss(weights)
+
+
 def initialise(prev_model_path: Path, auxsegnet: AuxSegNetParams):
-    """AuxSegNet initialised from the previous round's model file (a classifier for round 1)."""
+    """AuxSegNet initialised from the previous round's model file (a classifier for round 1).
+
+    With ``auxsegnet.aux_losses.lr_weight > 0`` the model has the LR head ``seg_embed``: it keeps the previous
+    round's weights when they exist with the same shapes, else its fresh initialisation; a previous head this round
+    does not use is dropped.
+    """
     payload = load_model_file(prev_model_path)
     meta = payload["meta"]
     architecture = auxsegnet_architecture(auxsegnet)
-    model = build_auxsegnet(meta, architecture)
+    model = build_auxsegnet(meta, architecture, auxsegnet.aux_losses.embedding_dim)
     if meta.get("kind") == "classifier":
         model.load_classifier_state(payload["state_dict"])
     elif meta.get("kind") == "auxsegnet":
@@ -52,10 +109,20 @@ def initialise(prev_model_path: Path, auxsegnet: AuxSegNetParams):
                     f"auxsegnet.{key}: {architecture[key]} differs from the previous round's model "
                     f"{prev_model_path} ({previous[key]})"
                 )
-        model.load_state_dict(payload["state_dict"], strict=True)
+        model.load_state_dict(_with_own_embedding_head(model, payload["state_dict"]), strict=True)
     else:
         raise ValueError(f"{prev_model_path}: cannot initialise AuxSegNet from a {meta.get('kind')!r} model")
     return model, meta
+
+
+def _with_own_embedding_head(model, state: dict) -> dict:
+    """``state`` with its ``seg_embed.*`` entries replaced by the model's own unless they fit (same keys and shapes)."""
+    prefix = "seg_embed."
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
+    theirs = {k: v for k, v in state.items() if k.startswith(prefix)}
+    keep = own.keys() == theirs.keys() and all(own[k].shape == theirs[k].shape for k in own)
+    rest = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    return {**rest, **(theirs if keep else own)}
 
 
 def run(seed: int, dataset: DatasetParams, auxsegnet: AuxSegNetParams, pseudo_labels: PseudoLabelParams,
@@ -72,13 +139,15 @@ def run(seed: int, dataset: DatasetParams, auxsegnet: AuxSegNetParams, pseudo_la
         split = open_split(dataset, "train")
         torch.manual_seed(seed)
         model, meta = initialise(Path(pseudo_labels.models_root) / f"{round_params.prev}.pt", auxsegnet)
+        aux = auxsegnet.aux_losses
         train_set = TrainingSet(
-            split, auxsegnet.augment, seed=seed, seg_label_dir=prev_labels / "seg", saliency_dir=prev_labels / "sal"
+            split, auxsegnet.augment, seed=seed, seg_label_dir=prev_labels / "seg", saliency_dir=prev_labels / "sal",
+            confidence_dir=prev_labels / "conf" if aux.reads_confidence else None,
         )
         model = train(
             model,
             train_set,
-            _make_loss(weights),
+            make_loss(weights, aux),
             param_groups=model.param_groups(optim.head_lr_mult),
             optim=optim,
             runtime=runtime,
@@ -99,5 +168,6 @@ def run(seed: int, dataset: DatasetParams, auxsegnet: AuxSegNetParams, pseudo_la
                 num_classes_fg=int(meta["num_classes_fg"]),
                 round=round_name,
                 **auxsegnet_architecture(auxsegnet),
+                **({"embedding_dim": aux.embedding_dim} if aux.embedding_dim is not None else {}),
             )
             print(f"round {round_name}: saved AuxSegNet -> {out}")
