@@ -47,12 +47,13 @@ NOT_COPIED = ("dvc.lock", "metrics/")
 
 
 def _require_tools() -> None:
+    """dvc (a dependency of auxseg) and git are required: a missing one fails the test instead of hiding it."""
     if not Path(DVC).is_file():
-        pytest.skip(f"no dvc executable next to {sys.executable}")
+        pytest.fail(f"no dvc executable next to {sys.executable}: install the project with pip install -e '.[test]'")
     if shutil.which("git") is None:
-        pytest.skip("git is not installed")
+        pytest.fail("git is not installed: the DVC tests run the real dvc in a temporary git repository")
     if not (ROOT / ".git").exists():
-        pytest.skip(f"{ROOT} is not a git checkout (the test copies the files git tracks)")
+        pytest.fail(f"{ROOT} is not a git checkout (the test copies the files git tracks); run the tests from a clone")
 
 
 def _environment(base: Path) -> dict[str, str]:
