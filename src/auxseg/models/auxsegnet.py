@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from auxseg.affinity import propagate, task_affinity
+from auxseg.models.backbones import BackboneModel
 from auxseg.models.classifier import (
     ParamGroup,
     backbone_channels,
@@ -114,7 +115,7 @@ def _output_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
     return conv
 
 
-class AuxSegNet(nn.Module):
+class AuxSegNet(BackboneModel):
     """Classification + saliency + segmentation network with cross-task affinity (spec §2).
 
     ``forward(x, return_affinity=False)``: x (B, 3, H, W) ImageNet-normalised → :class:`AuxSegNetOutput`.
@@ -181,44 +182,6 @@ class AuxSegNet(nn.Module):
             from auxseg.losses import ProjectionHead
 
             self.seg_embed = ProjectionHead(branch_channels, embedding_dim, hidden_channels=branch_channels)
-
-    @classmethod
-    def from_backbone_name(
-        cls,
-        backbone_name: str,
-        num_classes_fg: int,
-        *,
-        output_stride: int = 8,
-        backbone_weights: str | None = None,
-        backbone_sha256: str | None = None,
-        freeze_bn: bool | None = None,
-        branch_channels: int = 128,
-        use_cross_task_affinity: bool = True,
-        dropout: float = 0.5,
-        extra_dilated_conv: bool = True,
-        refine_target: str = "logits",
-        embedding_dim: int | None = None,
-    ) -> "AuxSegNet":
-        """Build the backbone with :func:`auxseg.models.backbones.create_backbone`, then AuxSegNet on it."""
-        from auxseg.models.backbones import create_backbone
-
-        backbone = create_backbone(
-            backbone_name,
-            output_stride=output_stride,
-            weights=backbone_weights,
-            sha256=backbone_sha256,
-            freeze_bn=freeze_bn,
-        )
-        return cls(
-            backbone,
-            num_classes_fg,
-            branch_channels=branch_channels,
-            use_cross_task_affinity=use_cross_task_affinity,
-            dropout=dropout,
-            extra_dilated_conv=extra_dilated_conv,
-            refine_target=refine_target,
-            embedding_dim=embedding_dim,
-        )
 
     # ----------------------------------------------------------------------------------------------------------
     def cams(self, x: torch.Tensor) -> torch.Tensor:

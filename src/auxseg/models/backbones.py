@@ -122,6 +122,37 @@ def create_backbone(
     return backbone
 
 
+class BackboneModel(nn.Module):
+    """Base of the networks built on a registry backbone: ``Model(backbone, num_classes, **options)``."""
+
+    @classmethod
+    def from_backbone_name(
+        cls,
+        backbone_name: str,
+        num_classes: int,
+        /,
+        *,
+        output_stride: int = 8,
+        backbone_weights: str | None = None,
+        backbone_sha256: str | None = None,
+        freeze_bn: bool | None = None,
+        **options,
+    ):
+        """Build the backbone with :func:`create_backbone`, then ``cls(backbone, num_classes, **options)`` on it.
+
+        ``num_classes`` is the constructor's second argument (foreground classes for the classifier, AuxSegNet and
+        the single-stage model; background included for DeepLab); ``options`` are the constructor's keywords.
+        """
+        backbone = create_backbone(
+            backbone_name,
+            output_stride=output_stride,
+            weights=backbone_weights,
+            sha256=backbone_sha256,
+            freeze_bn=freeze_bn,
+        )
+        return cls(backbone, num_classes, **options)
+
+
 def _conv_bn_relu(in_channels: int, out_channels: int, *, stride: int = 1, dilation: int = 1) -> nn.Sequential:
     """3x3 conv (padding = dilation, so stride 2 maps n -> ceil(n/2)) -> BN -> ReLU."""
     return nn.Sequential(
@@ -261,6 +292,7 @@ def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
 
 __all__ = [
     "Backbone",
+    "BackboneModel",
     "TinyBackbone",
     "TorchvisionResNetBackbone",
     "count_parameters",

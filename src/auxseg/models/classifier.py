@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from auxseg.models.backbones import BackboneModel
+
 ParamGroup = dict[str, Any]
 """One optimiser group for :func:`auxseg.engine.train`: ``{"params": list, "lr_mult": float, "name": str}``."""
 
@@ -56,7 +58,7 @@ def check_images(x: torch.Tensor) -> None:
         raise ValueError(f"expected images of shape (B, 3, H, W), got {shape}")
 
 
-class CamClassifier(nn.Module):
+class CamClassifier(BackboneModel):
     """Multi-label image classifier whose ``fc8`` weights give class activation maps.
 
     ``forward(x)``: x (B, 3, H, W) ImageNet-normalised → logits (B, K) (train for multilabel soft margin).
@@ -73,30 +75,6 @@ class CamClassifier(nn.Module):
         self.num_classes_fg = num_classes_fg
         self.dropout = nn.Dropout2d(dropout)
         self.fc8 = make_fc8(backbone_channels(backbone), num_classes_fg)
-
-    @classmethod
-    def from_backbone_name(
-        cls,
-        backbone_name: str,
-        num_classes_fg: int,
-        *,
-        output_stride: int = 8,
-        backbone_weights: str | None = None,
-        backbone_sha256: str | None = None,
-        freeze_bn: bool | None = None,
-        dropout: float = 0.5,
-    ) -> "CamClassifier":
-        """Build the backbone with :func:`auxseg.models.backbones.create_backbone`, then the classifier on it."""
-        from auxseg.models.backbones import create_backbone
-
-        backbone = create_backbone(
-            backbone_name,
-            output_stride=output_stride,
-            weights=backbone_weights,
-            sha256=backbone_sha256,
-            freeze_bn=freeze_bn,
-        )
-        return cls(backbone, num_classes_fg, dropout=dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 3, H, W) → class logits (B, K)."""

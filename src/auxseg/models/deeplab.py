@@ -19,10 +19,11 @@ import torch
 import torch.nn as nn
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
+from auxseg.models.backbones import BackboneModel
 from auxseg.models.classifier import ParamGroup, backbone_channels, check_images
 
 
-class DeepLab(nn.Module):
+class DeepLab(BackboneModel):
     """x (B, 3, H, W) ImageNet-normalised → logits (B, num_classes, h, w), h = ceil(H / output_stride)."""
 
     def __init__(
@@ -61,34 +62,6 @@ class DeepLab(nn.Module):
             self.embed = ProjectionHead(width, embedding_dim, hidden_channels=width)
         else:
             self.embed = None
-
-    @classmethod
-    def from_backbone_name(
-        cls,
-        backbone_name: str,
-        num_classes: int,
-        *,
-        output_stride: int = 8,
-        backbone_weights: str | None = None,
-        backbone_sha256: str | None = None,
-        freeze_bn: bool | None = None,
-        atrous_rates: Sequence[int] = (6, 12, 18),
-        head_channels: int = 256,
-        embedding_dim: int | None = None,
-    ) -> "DeepLab":
-        """Build the backbone with :func:`auxseg.models.backbones.create_backbone`, then DeepLab on it."""
-        from auxseg.models.backbones import create_backbone
-
-        backbone = create_backbone(
-            backbone_name,
-            output_stride=output_stride,
-            weights=backbone_weights,
-            sha256=backbone_sha256,
-            freeze_bn=freeze_bn,
-        )
-        return cls(
-            backbone, num_classes, atrous_rates=atrous_rates, head_channels=head_channels, embedding_dim=embedding_dim
-        )
 
     def forward(self, x: torch.Tensor, return_embeddings: bool = False):
         """x (B, 3, H, W) → segmentation logits (B, num_classes, h, w).

@@ -43,6 +43,7 @@ from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from auxseg import IGNORE_INDEX
 from auxseg.losses import ProjectionHead, upsample_logits
+from auxseg.models.backbones import BackboneModel
 from auxseg.models.classifier import ParamGroup, backbone_channels, check_images
 
 SG_PSI = 0.3
@@ -164,7 +165,7 @@ class StochasticGate(nn.Module):
 # The network
 
 
-class SingleStageNet(nn.Module):
+class SingleStageNet(BackboneModel):
     """1-Stage network (spec §1.1): x (B, 3, H, W) ImageNet-normalised → :class:`SingleStageOutput` at stride 4.
 
     K = ``num_classes_fg``. Widths are arguments so that CPU runs on the tiny backbone can use a narrow decoder
@@ -232,33 +233,6 @@ class SingleStageNet(nn.Module):
         self.embed = (
             ProjectionHead(decoder_channels, embedding_dim, embedding_hidden) if embedding_dim is not None else None
         )
-
-    @classmethod
-    def from_backbone_name(
-        cls,
-        backbone_name: str,
-        num_classes_fg: int,
-        *,
-        output_stride: int = 8,
-        backbone_weights: str | None = None,
-        backbone_sha256: str | None = None,
-        freeze_bn: bool | None = None,
-        **kwargs,
-    ) -> "SingleStageNet":
-        """Build the backbone with :func:`auxseg.models.backbones.create_backbone`, then the network on it.
-
-        ``kwargs`` go to the constructor (widths, ``atrous_rates``, ``psi``, ``embedding_dim`` ...).
-        """
-        from auxseg.models.backbones import create_backbone
-
-        backbone = create_backbone(
-            backbone_name,
-            output_stride=output_stride,
-            weights=backbone_weights,
-            sha256=backbone_sha256,
-            freeze_bn=freeze_bn,
-        )
-        return cls(backbone, num_classes_fg, **kwargs)
 
     def decoder_features(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 3, H, W) → gated decoder features (B, decoder_channels, h4, w4), the head's input."""

@@ -190,7 +190,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     build_start = time.perf_counter()
     model = AuxSegNet.from_backbone_name(
         args.backbone,
-        num_classes_fg=args.classes,
+        args.classes,
         branch_channels=args.branch_channels,
         use_cross_task_affinity=args.cross_task_affinity,
     ).eval()
