@@ -43,6 +43,12 @@ def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
+def present_classes(image_labels: torch.Tensor) -> torch.Tensor:
+    """(B, K) multi-hot foreground labels → (B, K+1) bool: background (always) and the image's classes (> 0.5)."""
+    foreground = image_labels > 0.5
+    return torch.cat((torch.ones_like(foreground[:, :1]), foreground), dim=1)
+
+
 def classification_loss(logits: torch.Tensor, image_labels: torch.Tensor) -> torch.Tensor:
     """Multilabel soft margin loss: logits (B, K), image_labels (B, K) in {0, 1} → scalar, mean over B and K."""
     if logits.dim() != 2 or tuple(image_labels.shape) != tuple(logits.shape):
@@ -358,9 +364,7 @@ def _reassignment(
         embeddings, labels, num_classes, per_image=per_image, confidence=confidence,
         min_confidence=min_confidence, ignore_index=ignore_index,
     )
-    foreground = image_labels.to(device=embeddings.device, dtype=torch.float32) > 0.5
-    present = torch.cat([torch.ones_like(foreground[:, :1]), foreground], dim=1)
-    candidates = present & has_pixels  # background + image classes that have a centre
+    candidates = present_classes(image_labels.to(embeddings.device)) & has_pixels  # those with a centre
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
         similarity = torch.einsum("bdhw,bcd->bchw", F.normalize(embeddings.float(), dim=1), centres)
     with torch.no_grad():
@@ -603,6 +607,7 @@ __all__ = [
     "SALIENCY_BINARY_THRESHOLD",
     "aalr_terms",
     "aalr_weighted",
+    "present_classes",
     "adaptive_affinity_loss",
     "auxsegnet_losses",
     "class_centres",

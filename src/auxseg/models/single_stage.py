@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from auxseg import IGNORE_INDEX
-from auxseg.losses import ProjectionHead, upsample_logits
+from auxseg.losses import ProjectionHead, present_classes, upsample_logits
 from auxseg.models.backbones import BackboneModel
 from auxseg.models.classifier import ParamGroup, backbone_channels, check_images
 
@@ -409,8 +409,7 @@ def pseudo_labels_from_masks(
         masks = masks.detach().float()
         if size is not None and tuple(masks.shape[-2:]) != tuple(size):
             masks = F.interpolate(masks, size=tuple(size), mode="bilinear", align_corners=False)
-        present = image_labels.to(device=masks.device, dtype=torch.float32) > 0.5
-        present = torch.cat((torch.ones_like(present[:, :1]), present), dim=1)  # (B, K+1), background always
+        present = present_classes(image_labels.to(masks.device))  # (B, K+1), background always
         masks = masks * present[:, :, None, None]
         ratios = torch.full((masks.shape[1],), float(r_fg), device=masks.device)
         ratios[0] = float(r_bg)
@@ -461,8 +460,7 @@ def class_balanced_ce(
         total = counts.sum(dim=1, keepdim=True)  # N (B, 1)
         class_weight = (total - counts) / (1.0 + total)  # (B, C)
         pixel_weight = class_weight.gather(1, safe.flatten(1)) * valid_flat  # (B, HW)
-        present = image_labels.to(device=logits.device, dtype=torch.float32) > 0.5
-        present = torch.cat((torch.ones_like(present[:, :1]), present), dim=1)
+        present = present_classes(image_labels.to(logits.device))
         keep = (~present | (counts > 0)).all(dim=1)  # (B,)
     ce = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="none").flatten(1)  # (B, HW)
     per_image = (pixel_weight * ce).sum(dim=1) / ce.shape[1] * keep.to(ce.dtype)

@@ -53,6 +53,7 @@ def run(dataset: DatasetParams, single_stage: SingleStageParams, runtime: Runtim
     from auxseg.data.training import normalize_image
     from auxseg.engine import resolve_device
     from auxseg.inference import forward_then_pool
+    from auxseg.losses import present_classes
     from auxseg.steps.evaluate import multiscale_probs_fn, predict_split
     from auxseg.steps.train_single_stage import load_single_stage, refine_and_cut
 
@@ -88,7 +89,7 @@ def run(dataset: DatasetParams, single_stage: SingleStageParams, runtime: Runtim
                 grid = (math.ceil(height / 4), math.ceil(width / 4))
                 masks = F.interpolate(probs, size=grid, mode="bilinear", align_corners=False)
                 refined, seg, _ = refine_and_cut(image, masks, labels, params.pamr, params.pseudo_labels, (height, width))
-                present = torch.cat((labels.new_ones(1, 1), labels), dim=1)[0] > 0.5
+                present = present_classes(labels)[0]
                 full = F.interpolate(refined, size=(height, width), mode="bilinear", align_corners=False)[0]
                 confidence = full[present].amax(dim=0).clamp(0.0, 1.0)
             return {"id": image_id, "out_dir": staging / "train", "seg": seg[0].cpu().numpy().astype(np.uint8),

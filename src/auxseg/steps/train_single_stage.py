@@ -53,12 +53,6 @@ def load_single_stage(path):
     return model.eval(), meta
 
 
-def present_classes(image_labels: torch.Tensor) -> torch.Tensor:
-    """(B, K) multi-hot → (B, K+1) bool: background and the image's classes."""
-    foreground = image_labels > 0.5
-    return torch.cat((torch.ones_like(foreground[:, :1]), foreground), dim=1)
-
-
 def refine_and_cut(image: torch.Tensor, masks: torch.Tensor, image_labels: torch.Tensor, pamr_params: PamrParams,
                    cut: PseudoCutParams, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Online pseudo labels (spec §1.3), used in training and for the written train labels.
@@ -68,6 +62,7 @@ def refine_and_cut(image: torch.Tensor, masks: torch.Tensor, image_labels: torch
     cut per image and class; confidence (B, h, w) — per-pixel max of the refined masks over background + the image's
     classes).
     """
+    from auxseg.losses import present_classes
     from auxseg.models.single_stage import pamr, pseudo_labels_from_masks
 
     refined = pamr(image, masks, dilations=tuple(pamr_params.dilations), iterations=pamr_params.iterations)
