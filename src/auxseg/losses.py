@@ -522,22 +522,26 @@ def lr_corrected_targets(
     active: bool,
     valid: torch.Tensor | None = None,
     ignore_index: int = IGNORE_INDEX,
-) -> torch.Tensor:
-    """LR variant ``correction`` (spec §3 4(b), RECONSTRUCTED): CE targets (B, H, W) with reassigned pixels.
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """LR variant ``correction`` (spec §3 4(b), RECONSTRUCTED): (CE targets (B, H, W) with reassigned pixels, extra terms).
 
-    The embeddings (B, D, h, w) are upsampled bilinearly to the labels' (H, W), as the logits are for the CE, and
+    Unless ``aux`` turns LR on with ``lr_variant: correction`` the labels come back as they are with no extra term;
+    otherwise the extra terms are ``{"lr_switched": share of labelled pixels whose target changed}``. The embeddings (B, D, h, w) are upsampled bilinearly to the labels' (H, W), as the logits are for the CE, and
     :func:`label_reassign_loss` (``variant="correction"``, centre margin 0.1) replaces the labels of pixels whose
     nearest class centre beats their own by more than the margin. Crop padding (``valid`` False) builds no centre and
     keeps its label. Before the warm-up ends (``active`` False) the labels come back unchanged.
     """
-    labels = labels.long()
+    if not (aux.lr_on and aux.lr_variant == "correction"):
+        return labels, {}
+    original, labels = labels, labels.long()
     masked = labels if valid is None else torch.where(valid.bool(), labels, torch.full_like(labels, ignore_index))
     if tuple(embeddings.shape[-2:]) != tuple(labels.shape[-2:]):
         embeddings = F.interpolate(embeddings.float(), size=tuple(labels.shape[-2:]), mode="bilinear", align_corners=False)
     corrected = label_reassign_loss(
         embeddings.detach(), masked, image_labels, variant="correction", active=active, ignore_index=ignore_index
     )
-    return corrected if valid is None else torch.where(valid.bool(), corrected, labels)
+    corrected = corrected if valid is None else torch.where(valid.bool(), corrected, labels)
+    return corrected, {"lr_switched": switched_fraction(original, corrected)}
 
 
 def aalr_terms(

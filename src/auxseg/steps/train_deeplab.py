@@ -79,8 +79,7 @@ class DeepLabAuxLoss(ProgressAwareLoss):
 
     def __call__(self, model, batch, device):
         from auxseg.losses import (
-            aalr_terms, aalr_weighted, lr_corrected_targets, segmentation_ce, switched_fraction, to_logit_grid,
-            upsample_logits,
+            aalr_terms, aalr_weighted, lr_corrected_targets, segmentation_ce, to_logit_grid, upsample_logits,
         )
 
         aux = self.aux
@@ -92,11 +91,7 @@ class DeepLabAuxLoss(ProgressAwareLoss):
         else:
             logits, embeddings = model(batch["image"].to(device)), None
         lr_active = self.lr_active(aux)
-        ce_target = target
-        extra = {}
-        if aux.lr_on and aux.lr_variant == "correction":
-            ce_target = lr_corrected_targets(aux, embeddings, target, image_labels, active=lr_active, valid=valid)
-            extra["lr_switched"] = switched_fraction(target, ce_target)
+        ce_target, extra = lr_corrected_targets(aux, embeddings, target, image_labels, active=lr_active, valid=valid)
         seg = segmentation_ce(upsample_logits(logits, tuple(target.shape[-2:])), ce_target)
         confidence = batch.get("confidence")
         grid_labels, grid_confidence = to_logit_grid(

@@ -54,7 +54,7 @@ class RoundAuxLoss(ProgressAwareLoss):
 
     def __call__(self, model, batch, device):
         from auxseg.losses import (
-            aalr_terms, aalr_weighted, auxsegnet_losses, lr_corrected_targets, switched_fraction, to_logit_grid,
+            aalr_terms, aalr_weighted, auxsegnet_losses, lr_corrected_targets, to_logit_grid,
         )
 
         aux = self.aux
@@ -62,14 +62,10 @@ class RoundAuxLoss(ProgressAwareLoss):
         output = model(batch["image"])
         lr_active = self.lr_active(aux)
         target = batch["seg"]
-        extra = {}
-        if aux.lr_on and aux.lr_variant == "correction":
-            corrected = lr_corrected_targets(
-                aux, output.embeddings, target, batch["image_labels"], active=lr_active, valid=batch["valid"]
-            )
-            extra["lr_switched"] = switched_fraction(target, corrected)
-            batch = {**batch, "seg": corrected}
-        terms = auxsegnet_losses(output, batch, self.weights)
+        corrected, extra = lr_corrected_targets(
+            aux, output.embeddings, target, batch["image_labels"], active=lr_active, valid=batch["valid"]
+        )
+        terms = auxsegnet_losses(output, {**batch, "seg": corrected}, self.weights)
         logits = output.seg_refined
         grid_labels, grid_confidence = to_logit_grid(
             target, tuple(logits.shape[-2:]), valid=batch["valid"], confidence=batch.get("confidence")

@@ -87,7 +87,7 @@ class SingleStageLoss(ProgressAwareLoss):
 
     def __call__(self, model, batch, device):
         from auxseg.losses import (
-            aalr_terms, aalr_weighted, classification_loss, lr_corrected_targets, switched_fraction, to_logit_grid,
+            aalr_terms, aalr_weighted, classification_loss, lr_corrected_targets, to_logit_grid,
         )
         from auxseg.models.single_stage import class_balanced_ce
 
@@ -106,12 +106,9 @@ class SingleStageLoss(ProgressAwareLoss):
                 image, out.masks, image_labels, params.pamr, params.pseudo_labels, size=tuple(image.shape[-2:])
             )
             pseudo = torch.where(valid, pseudo, torch.full_like(pseudo, 255))
-            target = pseudo
-            if aux.lr_on and aux.lr_variant == "correction":
-                target = lr_corrected_targets(
-                    aux, out.embeddings, pseudo, image_labels, active=self.lr_active(aux), valid=valid
-                )
-                extra["lr_switched"] = switched_fraction(pseudo, target)
+            target, extra = lr_corrected_targets(
+                aux, out.embeddings, pseudo, image_labels, active=self.lr_active(aux), valid=valid
+            )
             terms["seg"] = class_balanced_ce(out.seg_logits, target, image_labels)
             grid_labels, _ = to_logit_grid(pseudo, tuple(out.masks.shape[-2:]))
             aalr = aalr_terms(
