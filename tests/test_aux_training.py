@@ -341,7 +341,7 @@ def test_a_round_keeps_or_drops_the_previous_rounds_embedding_head(tmp_path):
             p.fill_(0.25)
     meta = {"kind": "auxsegnet", "backbone": "tiny", "output_stride": 8, "num_classes_fg": NUM_FG, "branch_channels": 8,
             "use_cross_task_affinity": True, "extra_dilated_conv": True, "refine_target": "logits", "embedding_dim": 8}
-    save_model(tmp_path / "prev.pt", source, **meta)
+    save_model(tmp_path / "prev.pt", source, normalization=source.backbone.normalization, **meta)
     base = parse_section(AuxSegNetParams, {"branch_channels": 8}, "auxsegnet")
     same = dataclasses.replace(base, aux_losses=dataclasses.replace(ON, lr_embed_dim=8))
     model, _ = initialise(tmp_path / "prev.pt", same)

@@ -249,6 +249,18 @@ def test_repro_runs_end_to_end_writes_the_lock_and_leaves_nothing_to_do(pipeline
                  "metrics/single_stage.json"):
         assert (pipeline.repo / name).is_file(), name
     assert sh(["git", "status", "--porcelain"], pipeline.repo, pipeline.env).stdout == ""
+    # every plot's file exists (no warning) and the page carries vega inline (.dvc/config's html_template)
+    plots = sh([DVC, "plots", "show", "-o", str(pipeline.root / "plots-page")], pipeline.repo, pipeline.env)
+    assert "WARNING" not in plots.stdout.upper(), plots.stdout  # (stderr is merged into stdout)
+    page = (pipeline.root / "plots-page/index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "<script src=" not in page
+    charts = re.findall(r"vegaEmbed\('#(\w+)'", page)  # the four top-level plots and the confusion matrix
+    assert len(charts) == 5 and {"pseudo_label_miou_per_round", "classifier_training", "deeplab_training",
+                                 "single_stage_training"} < set(charts), charts
+    samples = sorted((pipeline.repo / "metrics/samples").glob("*.png"))
+    assert len(samples) == 2  # the tiny profile's samples.num_images, one composite picture each
+    for picture in samples:
+        assert f"metrics/samples/{picture.name}" in page, picture.name
 
 
 def test_changing_one_rounds_loss_weight_reruns_only_that_round_and_its_downstream(pipeline, tmp_path):
@@ -261,7 +273,7 @@ def test_changing_one_rounds_loss_weight_reruns_only_that_round_and_its_downstre
     assert lock["train_round@r2"]["params"]["params.yaml"]["rounds.r2"]["loss_weights"]["sal"] == 0.5
     # r2's model always changes; its labels (and so eval_round@r2 and DeepLab) change unless they came out identical
     labels_changed = out_hashes(lock)["data/rounds/r2"] != out_hashes(pipeline.lock)["data/rounds/r2"]
-    expected = {"train_round@r2", "update_labels@r2", "summarize", "evaluate"}
+    expected = {"train_round@r2", "update_labels@r2", "summarize", "evaluate", "samples"}
     if labels_changed:
         expected |= {"eval_round@r2", "train_deeplab"}
     assert ran == expected
@@ -278,8 +290,9 @@ def test_adding_a_round_with_exp_run_runs_only_the_new_round_and_exp_show_has_it
                 repo, pipeline.env)
     ran, skipped, _ = stages_in(result.stdout)
     new_round = {"train_round@r3", "update_labels@r3", "eval_round@r3"}
-    assert ran == new_round | {"summarize", "train_deeplab", "evaluate"}
-    assert skipped == set(pipeline.lock) - {"summarize", "train_deeplab", "evaluate"}
+    downstream = {"summarize", "train_deeplab", "evaluate", "samples"}
+    assert ran == new_round | downstream
+    assert skipped == set(pipeline.lock) - downstream
     lock = read_lock(repo)
     assert lock["train_deeplab"]["params"]["params.yaml"]["final_round"] == "r3"
     assert any(dep["path"] == "data/rounds/r3" for dep in lock["train_deeplab"]["deps"])
@@ -301,7 +314,7 @@ def test_a_deeplab_seed_reruns_only_the_final_training_and_single_stage_inferenc
     repo = clone_repo(pipeline.repo, tmp_path / "repo")
     result = sh([DVC, "exp", "run", "-n", "deeplab-seed1", "-S", "deeplab.seed=1"], repo, pipeline.env)
     ran, skipped, _ = stages_in(result.stdout)
-    assert ran == {"train_deeplab", "evaluate"}
+    assert ran == {"train_deeplab", "evaluate", "samples"}
     assert skipped == set(pipeline.lock) - ran
     lock = read_lock(repo)
     assert lock["train_deeplab"]["params"]["params.yaml"]["deeplab"]["seed"] == 1

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -234,6 +235,18 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, caplog
     assert same_weights(resumed, reference)
     assert tree_bytes(tmp_path / "job" / "live") == tree_bytes(tmp_path / "ref" / "live")
     assert not (tmp_path / "job" / "ckpt").exists()
+
+
+def test_resume_rebuilds_a_deleted_dvclive_folder_byte_identically(tmp_path):
+    """DVC deletes a stage's outputs (the dvclive folder too) before re-running it: the checkpoint carries the log."""
+    run(tmp_path / "ref")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "job", loss=CrashAt(7))
+    checkpoint = engine.load_checkpoint(tmp_path / "job" / "ckpt" / "last.pt")
+    assert "plots/metrics/train/loss.tsv" in checkpoint["live"]["files"]
+    shutil.rmtree(tmp_path / "job" / "live")
+    run(tmp_path / "job")
+    assert tree_bytes(tmp_path / "job" / "live") == tree_bytes(tmp_path / "ref" / "live")
 
 
 def test_finished_checkpoint_is_reused_without_training(tmp_path):

@@ -366,24 +366,34 @@ def test_deeplab_head_width_keeps_the_deeplabv3_layout():
 def test_deeplab_backbone_from_classifier_file(tmp_path):
     from auxseg.config import DeepLabParams
     from auxseg.params import parse_section
+    from auxseg.normalization import IMAGENET, Normalization
     from auxseg.steps.common import save_model
     from auxseg.steps.train_deeplab import build_deeplab, load_classifier_backbone
 
     torch.manual_seed(0)
     classifier = CamClassifier.from_backbone_name("tiny", 3)
     path = tmp_path / "classifier.pt"
-    save_model(path, classifier, kind="classifier", backbone="tiny", output_stride=8, num_classes_fg=3)
+    recorded = Normalization((0.3, 0.4, 0.5), (0.2, 0.25, 0.3))
+    save_model(path, classifier, normalization=recorded, kind="classifier", backbone="tiny", output_stride=8,
+               num_classes_fg=3)
     params = parse_section(DeepLabParams, {"head_channels": 16, "init_from_classifier": True}, "deeplab")
     model = build_deeplab(params, 4)
-    load_classifier_backbone(model, path, params)
+    assert load_classifier_backbone(model, path, params) == recorded  # DeepLab trains with the classifier's
     for key, value in classifier.backbone.state_dict().items():
         assert torch.equal(model.backbone.state_dict()[key], value), key
 
     # a model file of another kind, or another backbone, is refused with the file's name
-    save_model(tmp_path / "deeplab.pt", model, kind="deeplab", backbone="tiny")
+    save_model(tmp_path / "deeplab.pt", model, normalization=IMAGENET, kind="deeplab", backbone="tiny")
     with pytest.raises(ValueError, match="deeplab.pt.*expected a classifier"):
         load_classifier_backbone(model, tmp_path / "deeplab.pt", params)
-    save_model(path, classifier, kind="classifier", backbone="tiny", output_stride=16, num_classes_fg=3)
+    overridden = parse_section(
+        DeepLabParams, {"head_channels": 16, "init_from_classifier": True, "network": {"mean": [0.5, 0.5, 0.5]}},
+        "deeplab",
+    )
+    with pytest.raises(ValueError, match=r"deeplab.network.mean: \[0.5, 0.5, 0.5\] differs .*classifier.pt"):
+        load_classifier_backbone(build_deeplab(overridden, 4), path, overridden)
+    save_model(path, classifier, normalization=IMAGENET, kind="classifier", backbone="tiny", output_stride=16,
+               num_classes_fg=3)
     with pytest.raises(ValueError, match="output_stride"):
         load_classifier_backbone(model, path, params)
 

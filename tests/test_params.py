@@ -99,3 +99,25 @@ def test_round_chain_rejects_broken_chains(rounds, final, message):
 
     with pytest.raises(ParamError, match=message):
         round_chain({name: RoundParams(prev=prev) for name, prev in rounds.items()}, final)
+
+
+def test_a_duplicate_key_is_an_error_naming_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 0\nsynthetic:\n  n_train: 5\n  n_val: 3\n  n_train: 7\n")
+    with pytest.raises(ParamError, match=r"params\.yaml: duplicate key 'n_train' \(line 5\)"):
+        load_stage_params(["synthetic"], path)
+    path.write_text("seed: 0\nclassifier:\n  optim: {epochs: 2, lr: 0.1, epochs: 3}\n")
+    with pytest.raises(ParamError, match=r"duplicate key 'epochs'"):
+        validate_params_file(path)
+
+
+def test_params_are_frozen_and_constructing_them_validates():
+    params = SyntheticParams(n_train=5)
+    with pytest.raises(Exception):
+        params.n_train = 6  # frozen
+    assert parse_section(SyntheticParams, {"n_train": 5}, "synthetic") == params
+    with pytest.raises(ParamError, match=r"^n_train: 0 is out of range \(must be >= 1\)"):
+        SyntheticParams(n_train=0)
+    with pytest.raises(ParamError, match=r"^min_side: 200 is larger than max_side"):
+        SyntheticParams(min_side=200, max_side=100)

@@ -99,6 +99,9 @@ def _tiny_params(**overrides) -> dict:
     return params
 
 
+OVERRIDE = {"mean": [0.45, 0.4, 0.35], "std": [0.25, 0.2, 0.3]}
+"""A non-ImageNet normalisation the tests set in params or record in model files, to see it travel."""
+
 AALR_ON = {"aa_weight": 1.0, "aa_dilation": 1, "aa_margin": 3.0, "aa_confidence": "labels", "lr_weight": 0.5,
            "lr_variant": "correction", "lr_tau": 0.1, "lr_warmup": 0.15, "lr_embed_dim": 8}
 
@@ -107,7 +110,8 @@ AALR_ON = {"aa_weight": 1.0, "aa_dilation": 1, "aa_margin": 3.0, "aa_confidence"
 def single_stage_project(tmp_path_factory):
     """synthesize → prepare_data → train/infer/eval_single_stage with AA and LR on, on the tiny profile."""
     root = tmp_path_factory.mktemp("single_stage")
-    params = _tiny_params(**{"single_stage.aux_losses": AALR_ON})
+    params = _tiny_params(**{"single_stage.aux_losses": AALR_ON, "single_stage.network.mean": OVERRIDE["mean"],
+                             "single_stage.network.std": OVERRIDE["std"]})
     for script in ("synthesize.py", "prepare_data.py", "train_single_stage.py", "infer_single_stage.py",
                    "eval_single_stage.py"):
         result = _run_stage(script, params, root)
@@ -125,11 +129,16 @@ def test_single_stage_stages_on_the_tiny_profile(single_stage_project):
                 "pseudo_labelled_fraction"):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["num_images"] == 4 and metrics["num_train_images"] == 8
-    assert set(metrics["single_stage_per_class_iou_crf"]) == set(metrics["pseudo_per_class_iou"])
+    # per-class values live in the details file, not in the DVC metrics file
+    assert not [key for key in metrics if "per_class" in key]
+    details = yaml.safe_load((root / "metrics/details/single_stage.json").read_text())
+    assert set(details["single_stage_per_class_iou_crf"]) == set(details["pseudo_per_class_iou"])
+    assert 0.0 <= details["pseudo_pixel_accuracy"] <= 1.0
     out = root / "data/single_stage"
     assert len(list((out / "val/plain").glob("*.png"))) == len(list((out / "val/crf").glob("*.png"))) == 4
     assert len(list((out / "train/seg").glob("*.png"))) == len(list((out / "train/conf").glob("*.png"))) == 8
     model, meta = load_single_stage(root / "models/single_stage.pt")
+    assert meta["normalization"] == OVERRIDE  # the params' override, recorded in the model file
     assert meta["embedding_dim"] == 8 and model.embed is not None and meta["widths"]["decoder"] == 32
     curves = root / "dvclive/single_stage/plots/metrics/train"
     assert {"loss.tsv", "cls.tsv", "seg.tsv", "aa.tsv", "lr_loss.tsv", "lr_switched.tsv"} <= {p.name for p in curves.iterdir()}
@@ -138,6 +147,7 @@ def test_single_stage_stages_on_the_tiny_profile(single_stage_project):
 @pytest.mark.slow
 def test_deeplab_and_a_round_train_with_aa_and_lr_on_round_style_labels(single_stage_project, tmp_path):
     """train_deeplab and train_round (+ update_labels) with AA and LR, on the single-stage train labels (round layout)."""
+    from auxseg.normalization import Normalization
     from auxseg.steps.common import build_classifier, load_auxsegnet, save_model
     from auxseg.steps.train_deeplab import load_deeplab
     from auxseg.config import DeepLabParams
@@ -157,8 +167,10 @@ def test_deeplab_and_a_round_train_with_aa_and_lr_on_round_style_labels(single_s
         save_gray_png(r0 / "sal" / path.name, ((seg > 0) & (seg < 255)).astype("float32"))
     shutil.copytree(r0 / "sal", tmp_path / "data/saliency")  # the saliency prior update_labels fuses with
     classifier = build_classifier(parse_section(DeepLabParams, {}, "deeplab").network, 6)
+    recorded = Normalization(OVERRIDE["mean"], OVERRIDE["std"])  # not the tiny backbone's ImageNet statistics
     for path in ("models/rounds/r0.pt", "models/classifier.pt"):  # deeplab.init_from_classifier reads the latter
-        save_model(tmp_path / path, classifier, kind="classifier", backbone="tiny", output_stride=8, num_classes_fg=6)
+        save_model(tmp_path / path, classifier, normalization=recorded, kind="classifier",
+                   backbone="tiny", output_stride=8, num_classes_fg=6)
     params = _tiny_params(**{
         "deeplab.aux_losses": AALR_ON, "deeplab.seed": 3, "auxsegnet.aux_losses": {**AALR_ON, "lr_variant": "prototype"},
         "rounds": {"r1": {"prev": "r0"}}, "final_round": "r1",
@@ -169,13 +181,65 @@ def test_deeplab_and_a_round_train_with_aa_and_lr_on_round_style_labels(single_s
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, f"{script}:\n{result.stderr[-3000:]}"
     model, meta = load_auxsegnet(tmp_path / "models/rounds/r1.pt")
+    assert meta["normalization"] == OVERRIDE  # read from the previous round's file, recorded again
     assert meta["embedding_dim"] == 8 and model.seg_embed is not None
     assert len(list((tmp_path / "data/rounds/r1/conf").glob("*.png"))) == 8
     assert (tmp_path / "dvclive/rounds/r1/plots/metrics/train/aa.tsv").is_file()
+    # The same label update in fp32 and under bf16 autocast: fp32 reproduces the stage's labels exactly.
+    compare = subprocess.run([sys.executable, "-m", "auxseg.tools.compare_bf16_labels", "--round", "r1", "--json",
+                              "compare.json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert compare.returncode == 0, compare.stderr[-3000:]
+    figures = yaml.safe_load((tmp_path / "compare.json").read_text())
+    assert figures["fp32_equals_stage_labels"] is True and figures["images"] == 8
+    assert 0.0 <= figures["pixel_disagreement"] <= 1.0 and figures["modes"]["bf16"]["forward_s"] > 0
     result = _run_stage("train_deeplab.py", params, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    model, meta = load_deeplab(parse_section(DeepLabParams, params["deeplab"], "deeplab"), tmp_path / "models/deeplab.pt")
+    model, meta = load_deeplab(tmp_path / "models/deeplab.pt")
+    assert meta["normalization"] == OVERRIDE  # init_from_classifier: the classifier file's
     assert meta["embedding_dim"] == 8 and model.embed is not None
     assert (tmp_path / "dvclive/deeplab/plots/metrics/train/lr_switched.tsv").is_file()
     live = yaml.safe_load((tmp_path / "dvclive/deeplab/params.yaml").read_text())
     assert live["seed"] == 3
+
+
+@pytest.mark.slow
+def test_classifier_records_the_params_normalization_and_make_cams_reads_the_file(single_stage_project, tmp_path):
+    """train_classifier records network.mean/std; make_cams uses the file's normalisation, not the params'."""
+    import numpy as np
+    import torch
+
+    from auxseg.cam import load_cams
+    from auxseg.steps.common import load_model_file, save_model
+
+    root, _ = single_stage_project
+    shutil.copytree(root / "data", tmp_path / "data")
+    network = {"backbone": "tiny", "weights": None, "sha256": None, "output_stride": 8, **OVERRIDE}
+    params = _tiny_params(**{"classifier.network": network, "classifier.optim.epochs": 1})
+    result = _run_stage("train_classifier.py", params, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = load_model_file(tmp_path / "models/classifier.pt")
+    assert payload["meta"]["normalization"] == OVERRIDE
+
+    params["classifier"]["network"] = {**network, "mean": None, "std": None}  # params no longer say it
+    assert _run_stage("make_cams.py", params, tmp_path).returncode == 0
+    first = {p.name: load_cams(p)[0] for p in sorted((tmp_path / "data/cams").glob("*.npz"))}
+    # the same weights recorded with ImageNet statistics give other CAMs: make_cams read the file's normalisation
+    from auxseg.normalization import IMAGENET
+    from auxseg.steps.common import build_classifier
+    from auxseg.config import ClassifierParams
+    from auxseg.params import parse_section
+
+    model = build_classifier(parse_section(ClassifierParams, params["classifier"], "classifier").network,
+                             payload["meta"]["num_classes_fg"])
+    model.load_state_dict(payload["state_dict"])
+    meta = {k: v for k, v in payload["meta"].items() if k != "normalization"}
+    save_model(tmp_path / "models/classifier.pt", model, normalization=IMAGENET, **meta)
+    assert _run_stage("make_cams.py", params, tmp_path).returncode == 0
+    second = {p.name: load_cams(p)[0] for p in sorted((tmp_path / "data/cams").glob("*.npz"))}
+    assert first.keys() == second.keys()
+    assert any(not np.allclose(first[k], second[k]) for k in first)
+
+    # a model file without the record is refused, naming it
+    torch.save({"meta": meta, "state_dict": payload["state_dict"]}, tmp_path / "models/classifier.pt")
+    result = _run_stage("make_cams.py", params, tmp_path)
+    assert result.returncode != 0 and "models/classifier.pt" in result.stderr and "normalization" in result.stderr

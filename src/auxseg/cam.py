@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from auxseg.io import DataError, save_npz
+from auxseg.runtime import full_precision
 
 CAM_EPSILON = 1e-5
 """Added to each class's spatial maximum before dividing (PSA / AuxSegNet)."""
@@ -52,26 +53,36 @@ def normalize_cams(cams: ArrayOrTensor, image_labels: np.ndarray | torch.Tensor)
     """ReLU, divide each class map by its spatial max + 1e-5, zero the classes absent from the image.
 
     cams: raw foreground maps (K, H, W) or (B, K, H, W), numpy or torch (the result is the same kind; torch keeps device
-    and autograd). image_labels: (K,) or (B, K) multi-hot in {0, 1}. Returns values in [0, 1).
+    and autograd). image_labels: (K,) or (B, K) multi-hot in {0, 1}. Returns values in [0, 1): float64 stays float64,
+    every other dtype (integers, float16, bfloat16) is computed and returned in float32, since a float16 result would
+    round values just below 1 up to 1.0; for a peak above ~300 x / (peak + 1e-5) rounds to 1.0 even in float32, so
+    the ratio is capped at the largest float below 1. ValueError when ``cams`` holds NaN or ±infinity (in any class, present or not).
     """
     if isinstance(cams, torch.Tensor):
         labels = torch.as_tensor(image_labels, device=cams.device)
         _check_labels_shape(tuple(cams.shape), tuple(labels.shape))
         _check_binary(_as_numpy(labels))
-        values = cams if cams.is_floating_point() else cams.float()
+        values = cams if cams.dtype == torch.float64 else cams.float()
+        if values.is_floating_point() and not bool(torch.isfinite(values.detach()).all()):
+            raise ValueError("cams hold NaN or infinity")
         positive = F.relu(values)
         peak = positive.amax(dim=(-2, -1), keepdim=True)
         mask = labels.to(positive.dtype)[..., None, None]
-        return positive / (peak + CAM_EPSILON) * mask
+        below_one = torch.nextafter(torch.ones((), dtype=positive.dtype), torch.zeros((), dtype=positive.dtype))
+        return torch.minimum(positive / (peak + CAM_EPSILON), below_one.to(positive.device)) * mask
     if isinstance(cams, np.ndarray):
         labels_np = _as_numpy(image_labels)
         _check_labels_shape(cams.shape, labels_np.shape)
         _check_binary(labels_np)
-        values = cams if np.issubdtype(cams.dtype, np.floating) else cams.astype(np.float32)
+        values = cams if cams.dtype == np.float64 else cams.astype(np.float32)
+        if not np.isfinite(values).all():
+            raise ValueError("cams hold NaN or infinity")
         positive = np.maximum(values, 0)
         peak = positive.max(axis=(-2, -1), keepdims=True)
         mask = labels_np.astype(positive.dtype)[..., None, None]
-        return (positive / (peak + positive.dtype.type(CAM_EPSILON)) * mask).astype(positive.dtype, copy=False)
+        below_one = np.nextafter(positive.dtype.type(1), positive.dtype.type(0))
+        ratio = np.minimum(positive / (peak + positive.dtype.type(CAM_EPSILON)), below_one)
+        return (ratio * mask).astype(positive.dtype, copy=False)
     raise TypeError(f"cams must be a numpy array or a torch tensor, got {type(cams).__name__}")
 
 
@@ -92,7 +103,9 @@ def multiscale_cams(
     gradients (its mode is restored afterwards). image: (1, 3, H, W) ImageNet-normalised, on the model's device.
     image_labels: (K,) in {0, 1}. For each scale the image is resized (bilinear, align_corners=False); with ``flip`` the
     mirrored image is run too and its maps mirrored back; every ReLU'd map is upsampled to (H, W) (bilinear) and summed;
-    the sum is normalised with :func:`normalize_cams`. Returns float32 numpy (K, H, W) in [0, 1).
+    the sum is normalised with :func:`normalize_cams`. Returns float32 numpy (K, H, W) in [0, 1). ``model.cams`` runs
+    in the caller's autocast state (bf16 under :func:`auxseg.runtime.inference_autocast`); upsampling, sum and
+    normalisation run in fp32 regardless.
     """
     if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[:2] != (1, 3):
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
@@ -116,15 +129,16 @@ def multiscale_cams(
                     image, size=size, mode="bilinear", align_corners=False
                 )
                 batch = torch.cat((scaled, scaled.flip(-1)), dim=0) if flip else scaled
-                maps = F.relu(model.cams(batch)).float()  # (1 or 2, K, h, w)
+                maps = F.relu(model.cams(batch).float())  # (1 or 2, K, h, w), fp32 also under bf16 autocast
                 if maps.dim() != 4 or maps.shape[1] != labels.shape[0]:
                     raise ValueError(
                         f"model.cams returned shape {tuple(maps.shape)}, expected (B, {labels.shape[0]}, h, w) "
                         f"for {labels.shape[0]} image labels"
                     )
-                maps = F.interpolate(maps, size=(height, width), mode="bilinear", align_corners=False)
-                summed = maps[0] + maps[1].flip(-1) if flip else maps[0]
-                total = summed if total is None else total + summed
+                with full_precision(maps.device):
+                    maps = F.interpolate(maps, size=(height, width), mode="bilinear", align_corners=False)
+                    summed = maps[0] + maps[1].flip(-1) if flip else maps[0]
+                    total = summed if total is None else total + summed
     finally:
         model.train(was_training)
     return normalize_cams(total.cpu().numpy().astype(np.float32, copy=False), labels)
@@ -195,7 +209,7 @@ def cam_seed_labels(
 
     cams (K, H, W), image_labels (K,) in {0, 1} → int64 (H, W) in 0..K: argmax over [background_threshold, cams of the
     present classes] (absent classes never win); label 0 = background, c + 1 = class c. Ties go to the lower index, so a
-    CAM equal to the threshold is background.
+    CAM equal to the threshold is background. ValueError when ``cams`` holds NaN or ±infinity.
     """
     array = _as_numpy(cams)
     labels = _as_numpy(image_labels)
@@ -205,6 +219,8 @@ def cam_seed_labels(
     _check_binary(labels)
     if not np.isfinite(background_threshold):
         raise ValueError(f"background_threshold must be finite, got {background_threshold}")
+    if not np.isfinite(array).all():
+        raise ValueError("cams hold NaN or infinity")
     scores = np.where(labels.astype(bool)[:, None, None], array.astype(np.float32), -np.inf)
     background = np.full((1, *array.shape[1:]), background_threshold, dtype=np.float32)
     return np.argmax(np.concatenate((background, scores), axis=0), axis=0).astype(np.int64)

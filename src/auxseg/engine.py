@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
@@ -37,8 +38,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 from tqdm import tqdm
 
+from auxseg.config import PUBLISHED_CODE_MOMENTUM, PUBLISHED_CODE_WEIGHT_DECAY, OptimParams, RuntimeParams  # noqa: F401
 from auxseg.io import atomic_write
 from auxseg.params import field, parse_section, to_dict
+from auxseg.runtime import bf16_autocast, use_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +51,6 @@ CHECKPOINT_NAME = "last.pt"
 CHECKPOINT_FORMAT = 1
 """Version of the checkpoint layout; part of the run fingerprint."""
 
-from auxseg.config import PUBLISHED_CODE_MOMENTUM, PUBLISHED_CODE_WEIGHT_DECAY, OptimParams, RuntimeParams  # noqa: E402,F401
 
 LossFn = Callable[[nn.Module, dict, torch.device], Mapping[str, Any]]
 
@@ -378,6 +380,10 @@ def _open_live(live_dir: str | os.PathLike, saved: Mapping[str, Any] | None, par
     if saved is None:
         live = Live(directory, **options)
     else:
+        files = saved.get("files")
+        if files is not None:
+            # DVC deletes a stage's outputs before running it: rebuild the log exactly as it was at the checkpoint.
+            _restore_files(Path(directory), files)
         live = Live(directory, resume=True, **options)
         _truncate_curves(Path(live.plots_dir) / "metrics", int(saved["step"]))
         live.step = int(saved["step"])
@@ -406,10 +412,29 @@ def _truncate_curves(metrics_dir: Path, first_dropped_step: int) -> None:
             handle.write("".join([lines[0], *kept]).encode("utf-8"))
 
 
+def _restore_files(directory: Path, files: Mapping[str, bytes]) -> None:
+    """Replace the contents of ``directory`` by ``files`` (relative POSIX path → bytes, as :func:`_live_state`)."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    for relative, data in files.items():
+        parts = Path(relative).parts
+        if not parts or Path(relative).is_absolute() or ".." in parts:
+            raise ValueError(f"{directory}: checkpoint holds a dvclive file outside the log folder: {relative!r}")
+        with atomic_write(directory / relative) as handle:
+            handle.write(bytes(data))
+
+
 def _live_state(live) -> dict[str, Any] | None:
+    """dvclive position (step, summary) and every file of its folder (relative path → bytes), for the checkpoint."""
     if live is None:
         return None
-    return {"step": int(live.step), "summary": copy.deepcopy(live.summary)}
+    directory = Path(live.dir)
+    files = {
+        path.relative_to(directory).as_posix(): path.read_bytes()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+    return {"step": int(live.step), "summary": copy.deepcopy(live.summary), "files": files}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -506,7 +531,7 @@ class _Loop:
             if self.on_step is not None:
                 self.on_step(epoch=epoch, step=global_step, max_steps=self.max_steps)
             batch = _move_to_device(batch, self.device, self.channels_last)
-            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+            with bf16_autocast(self.device, self.use_amp):
                 terms = self.compute_loss(self.model, batch, self.device)
             total, logged = _loss_terms(terms, expected, where)
             expected = tuple(sorted(logged))
@@ -573,7 +598,9 @@ def train(
     per epoch (``len(dataset) // (world_size * batch_size)``, last partial batch dropped).
 
     At the end of every epoch rank 0 writes ``checkpoint_dir/last.pt`` atomically (model, optimiser, epoch,
-    global step, RNG states of every rank, dvclive position, run fingerprint). A later call finding a
+    global step, RNG states of every rank, dvclive position and the bytes of every file of ``live_dir``, run
+    fingerprint). On resume ``live_dir`` is rebuilt from those bytes (DVC deletes a stage's outputs before it runs
+    it), so a resumed run's curves are byte-identical to an uninterrupted run's. A later call finding a
     ``last.pt`` with the same run fingerprint (``fingerprint`` from the caller, plus optimiser params, seed,
     dataset size, process count and group layout) resumes from it and ends with the weights of an
     uninterrupted run; another fingerprint starts fresh with a warning. With ``keep_checkpoint=False`` the
@@ -601,7 +628,7 @@ def train(
         torch.cuda.set_device(device)
     processes, this_rank = world_size(), rank()
     main = this_rank == 0
-    use_amp = runtime.amp_bf16 and device.type == "cuda"
+    use_amp = use_bf16(runtime, device, training=True)  # CUDA: amp_bf16; CPU: cpu_bf16_train (auxseg.runtime)
     channels_last = runtime.channels_last and device.type == "cuda"
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME
 

@@ -6,6 +6,8 @@ Every logit map is first upsampled bilinearly (align_corners=False) to its targe
   averaged over all pixels (padding included, with target 0);
 - ``seg_init``, ``seg_refined``: cross-entropy with ignore index 255, averaged over the non-ignored pixels;
 - ``loss`` = w_cls · cls + w_sal · (sal_init + sal_refined) + w_seg · (seg_init + seg_refined).
+Every loss is computed in fp32, also under bf16 autocast (``runtime.amp_bf16`` / ``cpu_bf16_train``): the logits
+are upcast before the upsampling, and the AA / LR similarity products switch autocast off.
 
 It also holds the two AALR losses of Zhang et al. (ACM MM 2021), see ``docs/aa-lr-losses-spec.md``:
 - ``adaptive_affinity_loss``: the adaptive affinity (AA) loss, exact form of the released code (spec §2);
@@ -15,7 +17,6 @@ It also holds the two AALR losses of Zhang et al. (ACM MM 2021), see ``docs/aa-l
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Mapping
 
@@ -24,14 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from auxseg import IGNORE_INDEX
+from auxseg.config import LossWeights as AuxSegNetLossWeights  # the params dataclass
 from auxseg.models.auxsegnet import AuxSegNetOutput
-from auxseg.params import ParamError, field
+from auxseg.models.heads import ProjectionHead
 
 SALIENCY_BINARY_THRESHOLD = 0.5
 """Saliency targets above this value are foreground (released code: ``sal[sal > 0.5] = 1``)."""
-
-
-from auxseg.config import LossWeights as AuxSegNetLossWeights  # noqa: E402  (the params dataclass)
 
 
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -56,6 +55,7 @@ def classification_loss(logits: torch.Tensor, image_labels: torch.Tensor) -> tor
             f"classification logits {tuple(logits.shape)} and image_labels {tuple(image_labels.shape)} "
             "must both be (B, K)"
         )
+    logits = logits.float()  # fp32 also under bf16 autocast
     return F.multilabel_soft_margin_loss(logits, image_labels.to(device=logits.device, dtype=logits.dtype))
 
 
@@ -69,7 +69,7 @@ def segmentation_ce(logits: torch.Tensor, target: torch.Tensor, ignore_index: in
             f"expected logits (B, C, h, w) and target (B, H, W), got {tuple(logits.shape)} and {tuple(target.shape)}"
         )
     target = target.to(device=logits.device, dtype=torch.long)
-    logits = upsample_logits(logits, tuple(target.shape[-2:]))
+    logits = upsample_logits(logits.float(), tuple(target.shape[-2:]))  # upsampled in fp32 also under bf16 autocast
     num_classes = logits.shape[1]
     valid = target != ignore_index
     if bool(((target < 0) | (target >= num_classes))[valid].any()):
@@ -92,7 +92,7 @@ def saliency_bce(logits: torch.Tensor, saliency: torch.Tensor) -> torch.Tensor:
             f"got {tuple(logits.shape)} and {tuple(saliency.shape)}"
         )
     saliency = saliency.to(logits.device)
-    logits = upsample_logits(logits, tuple(saliency.shape[-2:]))
+    logits = upsample_logits(logits.float(), tuple(saliency.shape[-2:]))  # fp32 also under bf16 autocast
     target = (saliency > SALIENCY_BINARY_THRESHOLD).to(logits.dtype)
     return F.binary_cross_entropy_with_logits(logits, target)
 
@@ -252,35 +252,6 @@ LR_CORRECTION_MARGIN = 0.1
 """Cosine margin cos(e, μ_r) − cos(e, μ_Y) a correction needs (spec §6.3: reassign only when the margin > 0.1)."""
 
 _MASKED_LOGIT = -1e9  # finite stand-in for −∞ on non-candidate classes (keeps log-softmax finite when none is left)
-
-
-class ProjectionHead(nn.Module):
-    """Pixel embedding head g of the LR loss (spec §3 step 1, RECONSTRUCTED).
-
-    features (B, F, h, w) → embeddings (B, D, h, w), L2-normalised over D. Two 1×1 convs with a ReLU between them
-    (F → hidden → D); a single 1×1 conv when ``hidden_channels`` is None.
-    """
-
-    def __init__(self, in_channels: int, embed_dim: int = 128, hidden_channels: int | None = 256) -> None:
-        super().__init__()
-        if in_channels < 1 or embed_dim < 1 or (hidden_channels is not None and hidden_channels < 1):
-            raise ValueError(
-                f"channel counts must be >= 1, got in_channels={in_channels}, embed_dim={embed_dim}, "
-                f"hidden_channels={hidden_channels}"
-            )
-        if hidden_channels is None:
-            self.proj: nn.Module = nn.Conv2d(in_channels, embed_dim, kernel_size=1)
-        else:
-            self.proj = nn.Sequential(
-                nn.Conv2d(in_channels, hidden_channels, kernel_size=1),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(hidden_channels, embed_dim, kernel_size=1),
-            )
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if features.dim() != 4:
-            raise ValueError(f"features must be (B, F, h, w), got shape {tuple(features.shape)}")
-        return F.normalize(self.proj(features), dim=1)
 
 
 def _check_lr_inputs(

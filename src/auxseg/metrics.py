@@ -23,6 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
+from auxseg.io import as_label_indices
+
 
 def _to_numpy(array) -> np.ndarray:
     if hasattr(array, "detach"):
@@ -48,15 +50,20 @@ class SegmentationMetric:
         self.confusion = np.zeros((self.num_classes, self.num_classes + 1), dtype=np.int64)
 
     def update(self, pred, gt) -> None:
-        """Add one image (H, W) or a batch (B, H, W) of integer predictions and ground truth."""
+        """Add one image (H, W) or a batch (B, H, W) of integer predictions and ground truth.
+
+        Integer arrays/tensors, or float ones holding only finite whole numbers; a non-integer value (soft
+        probabilities passed by mistake), NaN or ±infinity is a ValueError, as is a value outside
+        0..num_classes-1 and ``ignore_index``.
+        """
         pred = _to_numpy(pred)
         gt = _to_numpy(gt)
         if pred.shape != gt.shape:
             raise ValueError(f"prediction shape {pred.shape} differs from ground-truth shape {gt.shape}")
         if pred.ndim not in (2, 3):
             raise ValueError(f"expected (H, W) or (B, H, W) label maps, got shape {pred.shape}")
-        pred = pred.astype(np.int64, copy=False).ravel()
-        gt = gt.astype(np.int64, copy=False).ravel()
+        pred = as_label_indices(pred, "prediction").ravel()
+        gt = as_label_indices(gt, "ground truth").ravel()
         keep = gt != self.ignore_index
         pred = pred[keep]
         gt = gt[keep]
@@ -147,6 +154,8 @@ class SaliencyMetric:
         mask = _to_numpy(mask).astype(bool)
         if saliency.shape != mask.shape:
             raise ValueError(f"saliency shape {saliency.shape} differs from mask shape {mask.shape}")
+        if not np.isfinite(saliency).all():
+            raise ValueError("saliency holds NaN or infinity")
         if saliency.size and (saliency.min() < 0 or saliency.max() > 1):
             raise ValueError("saliency values must lie in [0, 1]")
         if ignore is not None:

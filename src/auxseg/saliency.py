@@ -241,10 +241,12 @@ def training_free_saliency(
 
 
 def load_external_saliency(folder: str | os.PathLike, image_id: str, expected_size: tuple[int, int]) -> np.ndarray:
-    """Read ``<folder>/<image_id>.png`` (8-bit grey; colour PNGs are converted to grey) as float32 (H, W) in [0, 1].
+    """Read ``<folder>/<image_id>.png`` as float32 (H, W) in [0, 1], scaled by its real bit depth: 8-bit grey value / 255,
+    16-bit grey (modes I;16*) value / 65535; colour PNGs are converted to grey (see :func:`auxseg.io.load_gray_png`).
 
     Raises :class:`auxseg.io.DataError` (message starting with the file path) when the file is missing or
-    unreadable, or when its size differs from ``expected_size`` (H, W).
+    unreadable, when its mode has no defined range (32-bit integer; the message names the mode), or when its size
+    differs from ``expected_size`` (H, W).
     """
     if (
         not isinstance(expected_size, (tuple, list))

@@ -8,6 +8,10 @@ Layout under ``root`` (VOC 2012, VOC + SBD, COCO 2014 converted to VOC style, an
                                                      "/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png"
     image_labels.json, class_names.json                             synthetic set (image_labels.json optional elsewhere)
 
+``custom`` datasets use the same layout with their own class names (``dataset.class_names``, or a JSON list in
+``class_names.json`` / ``dataset.class_names_file``) and image-level labels (JSON or CSV, see
+:func:`read_image_labels`); their masks are optional per image (:attr:`DatasetSplit.mask_ids` are the scored ones).
+
 :func:`load_split` selects the dataset from the ``dataset`` params section and returns a :class:`DatasetSplit`;
 :func:`validate_split` decodes every image and mask and raises :class:`auxseg.io.DataError` (message starting with
 the offending path) at the first bad id in list order. Nothing here writes except :func:`write_image_labels`.
@@ -17,7 +21,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping, Sequence
@@ -25,8 +28,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from auxseg import IGNORE_INDEX
+from auxseg.class_names import check_class_names, normalise_name
 from auxseg.config import DatasetParams
-from auxseg.io import DataError, image_size, load_image_rgb, load_label_png, save_json
+from auxseg.io import DataError, image_size, load_image_rgb, load_json, load_label_png, read_text_file, save_json
 
 VOC_CLASSES: tuple[str, ...] = (
     "background",
@@ -78,6 +82,8 @@ class DatasetSplit:
     image_dir: Path
     mask_dir: Path | None
     """Folder of the ground-truth masks, ``None`` when the dataset has none."""
+    masks_optional: bool = False
+    """True for ``custom`` datasets: an id without ``mask_dir/<id>.png`` simply has no ground truth."""
 
     @property
     def num_classes(self) -> int:
@@ -103,6 +109,17 @@ class DatasetSplit:
             )
         _check_id(image_id, f"{self.mask_dir}")
         return self.mask_dir / f"{image_id}{MASK_SUFFIX}"
+
+    def has_mask(self, image_id: str) -> bool:
+        """Whether ``image_id`` has a ground-truth mask (always, when the dataset has masks and they are required)."""
+        if self.mask_dir is None:
+            return False
+        return not self.masks_optional or self.mask_path(image_id).is_file()
+
+    @property
+    def mask_ids(self) -> tuple[str, ...]:
+        """The ids that have a ground-truth mask, in list order (all of them, or none, except on custom datasets)."""
+        return tuple(image_id for image_id in self.ids if self.has_mask(image_id))
 
     def load_image(self, image_id: str) -> np.ndarray:
         """uint8 RGB (H, W, 3); grey, RGBA, palette and CMYK images are converted."""
@@ -156,15 +173,11 @@ def _id_from_token(token: str, where: str) -> str:
 def read_id_list(path: str | Path) -> tuple[str, ...]:
     """Ids of a split list, in file order. Lines are ``<id>`` or ``/JPEGImages/<id>.jpg [...]``; blank lines skipped.
 
-    DataError (message starting with ``path``) on a missing file, a duplicate id, an unsafe id or an empty list.
+    DataError (message starting with ``path``) on a missing file, text that is not UTF-8 (a UTF-8 byte-order mark
+    is accepted), a duplicate id, an unsafe id or an empty list.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: split list not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: unreadable split list ({error})") from error
+    text = read_text_file(path, "split list")
     ids: list[str] = []
     first_line: dict[str, int] = {}
     for line_number, line in enumerate(text.splitlines(), start=1):
@@ -187,12 +200,8 @@ def read_id_list(path: str | Path) -> tuple[str, ...]:
 # Image-level label files
 
 
-def _normalise_name(name: str) -> str:
-    return " ".join(name.replace("_", " ").lower().split())
-
-
 def _name_lookup(class_names: Sequence[str]) -> dict[str, int]:
-    return {_normalise_name(name): index for index, name in enumerate(class_names) if index > 0}
+    return {normalise_name(name): index for index, name in enumerate(class_names) if index > 0}
 
 
 def _class_index(item: Any, lookup: Mapping[str, int], num_foreground: int, where: str) -> int:
@@ -205,7 +214,7 @@ def _class_index(item: Any, lookup: Mapping[str, int], num_foreground: int, wher
             raise DataError(f"{where}: class index {index} is outside 1..{num_foreground} (0 is background)")
         return index
     if isinstance(item, str):
-        key = _normalise_name(item)
+        key = normalise_name(item)
         if key not in lookup:
             raise DataError(f"{where}: unknown class name {item!r}")
         return lookup[key]
@@ -224,7 +233,7 @@ def _split_label_tokens(text: str, lookup: Mapping[str, int], where: str) -> lis
             continue
         for stop in range(len(tokens), start, -1):
             candidate = " ".join(tokens[start:stop])
-            if _normalise_name(candidate) in lookup:
+            if normalise_name(candidate) in lookup:
                 labels.append(candidate)
                 start = stop
                 break
@@ -245,23 +254,21 @@ def read_image_labels(path: str | Path, class_names: Sequence[str]) -> dict[str,
 
     Formats (by suffix): ``.json`` {id: [class index 1..K or class name, ...]}; ``.csv`` with header ``id,labels``
     where labels are space-separated indices or names (names match case-insensitively, '_' = ' ').
+    UTF-8 text (a byte-order mark is accepted). DataError naming the file on a missing file, other encodings,
+    invalid JSON/CSV, a duplicate id (JSON key or CSV row) or an unknown class.
     """
     path = Path(path)
     num_foreground = len(class_names) - 1
     lookup = _name_lookup(class_names)
-    if not path.is_file():
-        raise DataError(f"{path}: image-level label file not found")
     suffix = path.suffix.lower()
     labels: dict[str, np.ndarray] = {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: unreadable label file ({error})") from error
     if suffix == ".json":
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path}: invalid JSON ({error})") from error
+            data = load_json(path, "image-level label file")
+        except DataError as error:
+            if "duplicate key" in str(error):
+                raise DataError(str(error).replace("duplicate key", "duplicate id", 1)) from None
+            raise
         if not isinstance(data, dict):
             raise DataError(f"{path}: expected a JSON object {{id: [labels]}}, got {type(data).__name__}")
         for image_id, entries in data.items():
@@ -272,6 +279,7 @@ def read_image_labels(path: str | Path, class_names: Sequence[str]) -> dict[str,
                 (_class_index(entry, lookup, num_foreground, where) for entry in entries), num_foreground
             )
     elif suffix == ".csv":
+        text = read_text_file(path, "image-level label file")
         rows = list(csv.reader(text.splitlines()))
         if not rows or [cell.strip().lower() for cell in rows[0]] != ["id", "labels"]:
             header = rows[0] if rows else []
@@ -415,26 +423,12 @@ def _run_checks(
 # Loading and validating a split
 
 
-def _read_class_names(root: Path) -> tuple[str, ...]:
-    """Class names of the synthetic set from ``root/class_names.json``: K+1 unique names, 'background' first."""
-    path = root / CLASS_NAMES_FILE
+def _read_class_names(path: Path, key: str | None = None) -> tuple[str, ...]:
+    """Class names from a JSON list file (``root/class_names.json`` or ``dataset.class_names_file``)."""
     if not path.is_file():
-        raise DataError(f"{path}: class-name file not found")
-    try:
-        names = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(f"{path}: unreadable class-name file ({error})") from error
-    if not isinstance(names, list) or not all(isinstance(name, str) and name.strip() for name in names):
-        raise DataError(f"{path}: expected a JSON list of non-empty class names")
-    if len(names) < 2 or names[0] != "background":
-        raise DataError(f"{path}: expected 'background' followed by at least one class, got {names!r}")
-    normalised = [_normalise_name(name) for name in names]
-    duplicates = sorted({name for name in normalised if normalised.count(name) > 1})
-    if duplicates:
-        raise DataError(f"{path}: duplicate class names {duplicates}")
-    if len(names) > IGNORE_INDEX:
-        raise DataError(f"{path}: {len(names)} classes do not fit below the ignore value {IGNORE_INDEX}")
-    return tuple(names)
+        hint = f" ({key})" if key else ""
+        raise DataError(f"{path}: class-name file not found{hint}")
+    return check_class_names(load_json(path, "class-name file"), str(path))
 
 
 def _class_names_for(params: DatasetParams, root: Path) -> tuple[str, ...]:
@@ -443,8 +437,22 @@ def _class_names_for(params: DatasetParams, root: Path) -> tuple[str, ...]:
     if params.name == "coco2014":
         return COCO_CLASSES
     if params.name == "synthetic":
-        return _read_class_names(root)
-    raise ValueError(f"dataset.name: unknown dataset {params.name!r} (expected synthetic, voc2012 or coco2014)")
+        return _read_class_names(root / CLASS_NAMES_FILE)
+    if params.name == "custom":
+        if params.class_names is not None:
+            return check_class_names(params.class_names, "dataset.class_names")
+        if params.class_names_file is not None:
+            return _read_class_names(root / params.class_names_file, "dataset.class_names_file")
+        path = root / CLASS_NAMES_FILE
+        if not path.is_file():
+            raise DataError(
+                f"{path}: dataset 'custom' needs its class names: set dataset.class_names in params, "
+                f"or write {CLASS_NAMES_FILE} (a JSON list, 'background' first) or set dataset.class_names_file"
+            )
+        return _read_class_names(path)
+    raise ValueError(
+        f"dataset.name: unknown dataset {params.name!r} (expected synthetic, voc2012, coco2014 or custom)"
+    )
 
 
 def _resolve_mask_dir(params: DatasetParams, root: Path) -> Path | None:
@@ -506,8 +514,16 @@ def load_split(
         image_labels=image_labels,
         image_dir=image_dir,
         mask_dir=mask_dir,
+        masks_optional=params.name == "custom",
     )
     derive = not labels_from_file
+    if derive and dataset.masks_optional:
+        missing = next((image_id for image_id in ids if not dataset.has_mask(image_id)), None)
+        if missing is not None:
+            raise DataError(
+                f"{label_path}: image-level label file not found, and id '{missing}' of split '{split}' has no mask "
+                "to derive its labels from (give a JSON or CSV label file, dataset.image_labels)"
+            )
     if validate or derive:
         present = _check_files(
             dataset, decode_images=validate, check_masks=check_masks, read_masks=derive, workers=workers
@@ -527,7 +543,8 @@ def _check_files(
     checks = [
         _ItemCheck(
             image_path=str(ds.image_path(image_id)),
-            mask_path=str(ds.mask_path(image_id)) if use_masks else None,
+            # an optional mask that is absent is skipped, unless the labels must come from it
+            mask_path=str(ds.mask_path(image_id)) if use_masks and (read_masks or ds.has_mask(image_id)) else None,
             num_classes=ds.num_classes,
             decode_image=decode_images,
             compare_sizes=compare,
@@ -563,6 +580,7 @@ def validate_split(ds: DatasetSplit, *, check_masks: bool = True, workers: int =
 
 __all__ = [
     "COCO_CLASSES",
+    "check_class_names",
     "DatasetSplit",
     "VOC_CLASSES",
     "load_split",

@@ -1,7 +1,9 @@
 """Statistics of a generated synthetic dataset, computed from the written files.
 
 ``python -m auxseg.data.stats ROOT [--json]`` (console script ``auxseg-dataset-stats``) prints them as a table or
-as JSON; the exit code is 2 when ROOT is not a generated dataset.
+as JSON (strict: an undefined value is ``null``); the exit code is 2, with one ``error: <file>: ...`` line, when
+ROOT is not a generated dataset or a file is bad (a split list with a duplicate or unsafe id, a JSON file with a
+duplicate key, text that is not UTF-8).
 
 Per split (one per ``ImageSets/Segmentation/*.txt``):
 
@@ -21,7 +23,6 @@ Per split (one per ``ImageSets/Segmentation/*.txt``):
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -31,7 +32,8 @@ from typing import Sequence
 import numpy as np
 
 from auxseg import IGNORE_INDEX
-from auxseg.io import DataError, image_size, load_gray_png, load_label_png
+from auxseg.data.datasets import read_id_list
+from auxseg.io import DataError, image_size, json_text, load_gray_png, load_json, load_label_png
 
 MIN_VISIBLE_FRACTION = 0.01
 """A class (or distractor) counts as present when its visible pixels are at least this share of the image ..."""
@@ -42,10 +44,7 @@ MIN_VISIBLE_PIXELS = 30
 def _read_json(path: Path):
     if not path.is_file():
         raise DataError(f"{path}: file not found (not a generated synthetic dataset?)")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: not valid JSON ({error})") from error
+    return load_json(path)
 
 
 def _read_class_names(root: Path) -> list[str]:
@@ -76,7 +75,7 @@ def _read_split_lists(root: Path) -> dict[str, list[str]]:
     lists = sorted(directory.glob("*.txt")) if directory.is_dir() else []
     if not lists:
         raise DataError(f"{directory}: no split lists (*.txt) found (not a generated synthetic dataset?)")
-    return {path.stem: [line.strip() for line in path.read_text().splitlines() if line.strip()] for path in lists}
+    return {path.stem: list(read_id_list(path)) for path in lists}
 
 
 def _round(value: float) -> float | None:
@@ -206,9 +205,9 @@ def format_table(statistics: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="auxseg-dataset-stats", description="Statistics of a generated synthetic VOC-style dataset."
+        prog=prog or "auxseg-dataset-stats", description="Statistics of a generated synthetic VOC-style dataset."
     )
     parser.add_argument("root", help="dataset root (holds class_names.json, image_labels.json, ImageSets/...)")
     parser.add_argument("--json", action="store_true", help="print the statistics as JSON instead of a table")
@@ -219,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        print(json.dumps(statistics, indent=2, sort_keys=True) if args.json else format_table(statistics), flush=True)
+        print(json_text(statistics).rstrip("\n") if args.json else format_table(statistics), flush=True)
     except BrokenPipeError:  # output piped into e.g. `head`: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

@@ -458,7 +458,7 @@ def render_sample(
 # ---------------------------------------------------------------------------------------------------- generate
 def _validate(arguments: dict) -> None:
     """Check types and the ranges declared on :class:`auxseg.config.SyntheticParams`; ValueError names the argument."""
-    specs = {spec.name: spec for spec in dataclasses.fields(SyntheticParams)}
+    specs = SyntheticParams.__pydantic_fields__
     for name, value in arguments.items():
         expected = numbers.Real if isinstance(specs[name].default, float) else numbers.Integral
         if isinstance(value, bool) or not isinstance(value, expected):
@@ -466,7 +466,8 @@ def _validate(arguments: dict) -> None:
             raise ValueError(f"{name} must be {kind}, got {value!r}")
         if expected is numbers.Real and not math.isfinite(value):
             raise ValueError(f"{name} must be finite, got {value!r}")
-        metadata = specs[name].metadata
+        metadata = {bound: getattr(item, bound) for item in specs[name].metadata for bound in ("ge", "gt", "le", "lt")
+                    if hasattr(item, bound)}
         for bound, holds, word in (
             ("ge", lambda x, b: x >= b, ">="),
             ("gt", lambda x, b: x > b, ">"),

@@ -4,6 +4,7 @@ Training samples follow AuxSegNet's released augmentation (``tool/exutils.py``):
 s ~ U(scale_min, scale_max) (bilinear for the image and grey maps, nearest for label maps), random horizontal
 flip with p = 0.5, then a random S×S crop that takes a random offset along a side longer than S and pads at the
 bottom/right along a shorter one. The image is padded with 0 *after* normalisation (the mean colour).
+Normalisation is the model's (:class:`auxseg.normalization.Normalization`, ImageNet mean/std unless given).
 
 Two deliberate differences from the released code: the scale is drawn per image instead of per batch, and
 every random draw comes from a NumPy generator seeded by ``(seed, epoch, index)``, so a sample does not depend
@@ -22,14 +23,16 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from auxseg import IGNORE_INDEX
+from auxseg.config import AugmentParams  # re-exported: the params of TrainingSet
 from auxseg.io import DataError, load_gray_png, load_label_png
-from auxseg.params import ParamError, field, parse_section, to_dict
+from auxseg.normalization import IMAGENET, IMAGENET_MEAN, IMAGENET_STD, Normalization
+from auxseg.params import parse_section, to_dict
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+def _statistics(normalization: Normalization) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) as float32 (3, 1, 1) tensors."""
+    return (torch.tensor(normalization.mean, dtype=torch.float32).view(3, 1, 1),
+            torch.tensor(normalization.std, dtype=torch.float32).view(3, 1, 1))
 
 
 class SplitLike(Protocol):
@@ -56,26 +59,26 @@ def _check_rgb(image: Any, where: str) -> np.ndarray:
     return image
 
 
-def _normalize_chw(image: torch.Tensor) -> torch.Tensor:
-    """float (3, H, W) in [0, 255] → ImageNet-normalised float32 (3, H, W)."""
-    return (image / 255.0 - _MEAN) / _STD
+def _normalize_chw(image: torch.Tensor, normalization: Normalization) -> torch.Tensor:
+    """float (3, H, W) in [0, 255] → normalised float32 (3, H, W)."""
+    mean, std = _statistics(normalization)
+    return (image / 255.0 - mean) / std
 
 
-def normalize_image(image: np.ndarray) -> torch.Tensor:
-    """uint8 RGB (H, W, 3) → float32 (3, H, W): (x / 255 − ImageNet mean) / ImageNet std."""
+def normalize_image(image: np.ndarray, normalization: Normalization = IMAGENET) -> torch.Tensor:
+    """uint8 RGB (H, W, 3) → float32 (3, H, W): (x / 255 − mean) / std of ``normalization`` (the model's)."""
     image = _check_rgb(image, "image")
-    return _normalize_chw(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float())
+    return _normalize_chw(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float(), normalization)
 
 
-def denormalize_image(image: torch.Tensor) -> np.ndarray:
+def denormalize_image(image: torch.Tensor, normalization: Normalization = IMAGENET) -> np.ndarray:
     """Inverse of :func:`normalize_image`: float (3, H, W) → uint8 RGB (H, W, 3), rounded and clipped."""
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"image: expected a normalised (3, H, W) tensor, got shape {tuple(image.shape)}")
-    values = (image.detach().float().cpu() * _STD + _MEAN) * 255.0
+    mean, std = _statistics(normalization)
+    values = (image.detach().float().cpu() * std + mean) * 255.0
     return values.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
-
-from auxseg.config import AugmentParams  # noqa: E402  (re-exported: the params of TrainingSet)
 
 
 def _resize(maps: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
@@ -106,11 +109,12 @@ def scale_flip_crop(
     *,
     label_maps: Mapping[str, np.ndarray] | None = None,
     grey_maps: Mapping[str, np.ndarray] | None = None,
+    normalization: Normalization = IMAGENET,
 ) -> dict[str, torch.Tensor]:
     """Random scale → flip → S×S crop/pad, the same geometry for the image and every map.
 
     image uint8 (H, W, 3); label_maps uint8 (H, W) class indices; grey_maps float (H, W) in [0, 1].
-    Returns "image" float32 (3, S, S) normalised (0 on padding), "valid" bool (S, S) (False on padding), each
+    Returns "image" float32 (3, S, S) normalised with ``normalization`` (0 on padding), "valid" bool (S, S) (False on padding), each
     label map as int64 (S, S) padded with ``params.label_pad_value`` and each grey map as float32 (S, S)
     padded with 0. Draws, in order: scale, flip coin, top offset, left offset, then, only when
     ``params.color_jitter`` j > 0, brightness, contrast and saturation factors ~ U(1 − j, 1 + j) applied in that
@@ -148,7 +152,7 @@ def scale_flip_crop(
     if flip:
         resized = resized.flip(-1)
     out_image = torch.zeros((3, crop, crop), dtype=torch.float32)
-    out_image[:, :rows, :cols] = _normalize_chw(resized[:, top : top + rows, left : left + cols])
+    out_image[:, :rows, :cols] = _normalize_chw(resized[:, top : top + rows, left : left + cols], normalization)
     valid = torch.zeros((crop, crop), dtype=torch.bool)
     valid[:rows, :cols] = True
 
@@ -189,6 +193,7 @@ class TrainingSet(Dataset):
     ground-truth masks with ``use_gt_masks``; padding 255 or 0 per ``augment.pad_label``), "saliency" float32
     (S, S) in [0, 1] (grey PNGs ``saliency_dir/<id>.png``; padding 0) and "confidence" float32 (S, S) (grey
     PNGs ``confidence_dir/<id>.png``; padding 0). A missing or mis-sized file raises :class:`DataError`.
+    Images are normalised with ``normalization``, the model's (its backbone's, or the model file's meta).
     """
 
     def __init__(
@@ -201,7 +206,11 @@ class TrainingSet(Dataset):
         saliency_dir: str | Path | None = None,
         confidence_dir: str | Path | None = None,
         use_gt_masks: bool = False,
+        normalization: Normalization = IMAGENET,
     ) -> None:
+        if not isinstance(normalization, Normalization):
+            raise TypeError(f"normalization: expected a Normalization, got {type(normalization).__name__}")
+        self.normalization = normalization
         self.augment = parse_section(AugmentParams, to_dict(augment), "augment")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
@@ -270,16 +279,20 @@ class TrainingSet(Dataset):
             grey_maps["saliency"] = self._map(self.saliency_dir, image_id, shape, label=False)
         if self.confidence_dir is not None:
             grey_maps["confidence"] = self._map(self.confidence_dir, image_id, shape, label=False)
-        sample = scale_flip_crop(image, self.augment, self.rng(index), label_maps=label_maps, grey_maps=grey_maps)
+        sample = scale_flip_crop(
+            image, self.augment, self.rng(index), label_maps=label_maps, grey_maps=grey_maps,
+            normalization=self.normalization,
+        )
         return {"id": image_id, "image_labels": torch.from_numpy(self._image_labels(image_id)), **sample}
 
 
 class InferenceSet(Dataset):
     """Full-size images for batch-1 inference: {"id" str, "image" float32 (3, H, W) normalised,
-    "rgb" uint8 (H, W, 3) numpy array (a tensor after default collation)}."""
+    "rgb" uint8 (H, W, 3) numpy array (a tensor after default collation)}; "image" normalised with ``normalization``."""
 
-    def __init__(self, split: SplitLike, ids: Sequence[str] | None = None) -> None:
+    def __init__(self, split: SplitLike, ids: Sequence[str] | None = None, normalization: Normalization = IMAGENET) -> None:
         self.split = split
+        self.normalization = normalization
         known = tuple(split.ids)
         if ids is None:
             self.ids: tuple[str, ...] = known
@@ -295,7 +308,7 @@ class InferenceSet(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_id = self.ids[index]
         rgb = _check_rgb(self.split.load_image(image_id), str(self.split.image_path(image_id)))
-        return {"id": image_id, "image": normalize_image(rgb), "rgb": rgb}
+        return {"id": image_id, "image": normalize_image(rgb, self.normalization), "rgb": rgb}
 
 
 __all__ = [
@@ -303,6 +316,7 @@ __all__ = [
     "IMAGENET_STD",
     "AugmentParams",
     "InferenceSet",
+    "Normalization",
     "TrainingSet",
     "denormalize_image",
     "normalize_image",

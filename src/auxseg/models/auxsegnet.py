@@ -39,6 +39,7 @@ from auxseg.models.classifier import (
     make_fc8,
     pooled_logits,
 )
+from auxseg.models.heads import ProjectionHead
 
 
 class AuxSegNetOutput(NamedTuple):
@@ -179,8 +180,6 @@ class AuxSegNet(BackboneModel):
         self.embedding_dim = embedding_dim
         self.seg_embed: nn.Module | None = None
         if embedding_dim is not None:
-            from auxseg.losses import ProjectionHead
-
             self.seg_embed = ProjectionHead(branch_channels, embedding_dim, hidden_channels=branch_channels)
 
     # ----------------------------------------------------------------------------------------------------------

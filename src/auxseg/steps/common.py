@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -16,6 +17,7 @@ import torch
 
 from auxseg.config import DatasetParams, NetworkParams
 from auxseg.io import atomic_write
+from auxseg.normalization import Normalization
 from auxseg.params import to_dict
 
 CHECKPOINT_ROOT = Path(".auxseg/checkpoints")
@@ -31,17 +33,47 @@ def open_split(dataset: DatasetParams, role: str):
     return load_split(dataset, dataset.train_split if role == "train" else dataset.val_split, validate=False)
 
 
+def scored_split(split):
+    """The part of ``split`` that has ground-truth masks, and how much that is.
+
+    Returns (a :class:`~auxseg.data.datasets.DatasetSplit` restricted to the ids with a mask, or ``None`` when no
+    image has one; ``{"ground_truth": "full" | "partial" | "none", "images_scored": n, "images_total": N}``, the keys
+    every metrics file that needs ground truth carries). Only ``custom`` datasets can have partial or no ground truth.
+    """
+    ids = split.mask_ids
+    total = len(split.ids)
+    coverage = {
+        "ground_truth": "none" if not ids else ("full" if len(ids) == total else "partial"),
+        "images_scored": len(ids),
+        "images_total": total,
+    }
+    if not ids:
+        return None, coverage
+    return (split if len(ids) == total else dataclasses.replace(split, ids=ids)), coverage
+
+
+def no_ground_truth_note(what: str, split) -> str:
+    """One line saying that ``what`` could not be scored because no image of ``split`` has a mask."""
+    return f"{what}: not scored, no image of split '{split.split}' has a ground-truth mask ({len(split.ids)} images)"
+
+
 def fingerprint(*parts: Any) -> str:
     """A stable hash of params and other JSON-able values (identifies a training run for resuming)."""
     text = json.dumps([to_dict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def save_model(path: str | Path, model: torch.nn.Module, **meta: Any) -> None:
-    """Write ``{"meta": meta, "state_dict": ...}`` atomically (bytes depend only on the weights and meta)."""
+def save_model(path: str | Path, model: torch.nn.Module, *, normalization: Normalization, **meta: Any) -> None:
+    """Write ``{"meta": meta, "state_dict": ...}`` atomically (bytes depend only on the weights and meta).
+
+    ``normalization`` (the input mean/std the model was trained with) is recorded as
+    ``meta["normalization"] = {"mean": [r, g, b], "std": [r, g, b]}``; read it back with :func:`model_normalization`.
+    """
+    if not isinstance(normalization, Normalization):
+        raise TypeError(f"{path}: normalization must be a Normalization, got {type(normalization).__name__}")
     buffer = io.BytesIO()
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    torch.save({"meta": meta, "state_dict": state}, buffer)
+    torch.save({"meta": {**meta, "normalization": normalization.to_meta()}, "state_dict": state}, buffer)
     with atomic_write(path) as handle:
         handle.write(buffer.getvalue())
 
@@ -57,15 +89,28 @@ def load_model_file(path: str | Path) -> dict:
     return payload
 
 
-def build_classifier(network: NetworkParams, num_classes_fg: int):
+def model_normalization(meta: dict, path: str | Path) -> Normalization:
+    """The input normalisation recorded in the meta of the model file ``path`` (ValueError naming it if absent)."""
+    return Normalization.from_meta(meta, str(path))
+
+
+def backbone_options(network: NetworkParams, *, with_weights: bool = True) -> dict:
+    """Keywords of ``BackboneModel.from_backbone_name`` for ``network`` (output stride, weights, sha256, mean/std).
+
+    ``with_weights=False`` skips the pretrained file: for rebuilding a saved model whose state dict replaces it.
+    """
+    options = {"output_stride": network.output_stride, "backbone_mean": network.mean, "backbone_std": network.std}
+    if with_weights:
+        options.update(backbone_weights=network.weights, backbone_sha256=network.sha256)
+    return options
+
+
+def build_classifier(network: NetworkParams, num_classes_fg: int, *, with_weights: bool = True):
+    """The CAM classifier on ``network`` (its input normalisation is ``model.backbone.normalization``)."""
     from auxseg.models.classifier import CamClassifier
 
     return CamClassifier.from_backbone_name(
-        network.backbone,
-        num_classes_fg,
-        output_stride=network.output_stride,
-        backbone_weights=network.weights,
-        backbone_sha256=network.sha256,
+        network.backbone, num_classes_fg, **backbone_options(network, with_weights=with_weights)
     )
 
 
@@ -99,7 +144,8 @@ def build_auxsegnet(meta: dict, architecture: dict, embedding_dim: int | None = 
 
 
 def load_auxsegnet(path: str | Path):
-    """Rebuild the AuxSegNet saved at ``path`` (strict load) and return (model in eval mode, meta)."""
+    """Rebuild the AuxSegNet saved at ``path`` (strict load) and return (model in eval mode, meta); its input
+    normalisation is ``model_normalization(meta, path)``."""
     payload = load_model_file(path)
     meta = payload["meta"]
     if meta.get("kind") != "auxsegnet":
@@ -129,7 +175,7 @@ def staged_directory(final: str | Path) -> Iterator[Path]:
 
 
 def select_sample_ids(ids: tuple[str, ...] | list[str], count: int) -> list[str]:
-    """A fixed, evenly spaced subset of ids (the same images in every round's overlays)."""
+    """A fixed, evenly spaced subset of ids (the same images in every run's sample pictures)."""
     if count <= 0 or not ids:
         return []
     positions = np.linspace(0, len(ids) - 1, num=min(count, len(ids))).round().astype(int)

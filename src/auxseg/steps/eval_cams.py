@@ -3,6 +3,8 @@
 Seeds = argmax over [constant background score t, CAMs of the image's classes]. The threshold t is swept over
 ``cams.thresholds``; the best one is reported and marked as oracle-tuned (it was chosen with the ground truth).
 Precision and recall follow :class:`auxseg.metrics.SegmentationMetric` (every pixel gets a label here).
+Only images with a ground-truth mask are scored (``images_scored`` of ``images_total``); without any, the metrics
+file holds just those counts and ``"ground_truth": "none"``.
 """
 
 from __future__ import annotations
@@ -10,15 +12,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from auxseg.config import CamParams, DatasetParams
-from auxseg.io import save_json
+from auxseg.io import save_metrics
 from auxseg.metrics import SegmentationMetric
-from auxseg.steps.common import open_split
+from auxseg.steps.common import no_ground_truth_note, open_split, scored_split
 
 
 def run(dataset: DatasetParams, cams: CamParams) -> dict:
     from auxseg.cam import cam_seed_labels, load_cams
 
-    split = open_split(dataset, "train")
+    split, coverage = scored_split(open_split(dataset, "train"))
+    if split is None:
+        save_metrics(cams.metrics_out, coverage, cams.details_out, ("sweep",))  # details: {} (nothing swept)
+        print(no_ground_truth_note("CAM seeds", open_split(dataset, "train")))
+        return coverage
     metrics = {t: SegmentationMetric(split.num_classes, class_names=split.class_names) for t in cams.thresholds}
     for image_id in split.ids:
         maps, labels = load_cams(Path(cams.out_dir) / f"{image_id}.npz")
@@ -38,8 +44,9 @@ def run(dataset: DatasetParams, cams: CamParams) -> dict:
         "precision": best["precision"],
         "recall": best["recall"],
         "sweep": sweep,
+        **coverage,
     }
-    save_json(cams.metrics_out, report)
+    save_metrics(cams.metrics_out, report, cams.details_out, ("sweep",))
     print(f"CAM seeds: best (oracle-tuned) threshold {best['threshold']}: mIoU {best['miou']:.4f} "
           f"precision {best['precision']:.4f} recall {best['recall']:.4f}")
     return report

@@ -10,13 +10,15 @@ import numpy as np
 import torch
 
 from auxseg.config import ClassifierParams, DatasetParams, RuntimeSection
-from auxseg.io import save_json
+from auxseg.io import save_metrics
 from auxseg.steps.common import open_split
 from auxseg.steps.make_cams import load_classifier
 
 
 def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
     """AP of one class: mean precision at the rank of every positive (scores (N,), targets (N,) in {0,1})."""
+    if not np.isfinite(scores).all():
+        raise ValueError("average_precision: scores hold NaN or infinity")
     order = np.argsort(-scores, kind="stable")
     hits = targets[order] > 0
     if not hits.any():
@@ -28,15 +30,17 @@ def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
 def run(dataset: DatasetParams, classifier: ClassifierParams, runtime: RuntimeSection) -> dict:
     from auxseg.data.training import normalize_image
     from auxseg.engine import resolve_device
+    from auxseg.runtime import inference_autocast
 
     split = open_split(dataset, "val")
     device = resolve_device(runtime)
-    model = load_classifier(classifier).to(device)
+    model, normalization = load_classifier(classifier)
+    model.to(device)
     scores, targets = [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), inference_autocast(runtime, device):
         for image_id in split.ids:
-            image = normalize_image(split.load_image(image_id)).unsqueeze(0).to(device)
-            scores.append(torch.sigmoid(model(image))[0].float().cpu().numpy())
+            image = normalize_image(split.load_image(image_id), normalization).unsqueeze(0).to(device)
+            scores.append(torch.sigmoid(model(image).float())[0].cpu().numpy())
             targets.append(split.image_labels[image_id])
     scores_array, targets_array = np.stack(scores), np.stack(targets)
     per_class = [average_precision(scores_array[:, c], targets_array[:, c]) for c in range(targets_array.shape[1])]
@@ -49,6 +53,6 @@ def run(dataset: DatasetParams, classifier: ClassifierParams, runtime: RuntimeSe
         "f1": 2 * true_positive / max(float(predicted.sum() + (targets_array > 0).sum()), 1.0),
         "num_images": len(split.ids),
     }
-    save_json(classifier.metrics_out, report)
+    save_metrics(classifier.metrics_out, report, classifier.details_out, ("ap_per_class", "exact_match", "f1"))
     print(f"classifier on val: mAP {report['map']:.4f}, F1 {report['f1']:.4f}")
     return report

@@ -2,7 +2,8 @@
 
 Scored against two references: the class foreground of the ground-truth masks (what pseudo labels need; 255
 ignored) and, when the dataset has it (the synthetic set), the mask of all salient objects (``SalientMask/``),
-which includes the class-less distractors.
+which includes the class-less distractors. Only images with a ground-truth mask are scored (``images_scored`` of
+``images_total``; ``"ground_truth": "none"`` and no scores when none has one).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from auxseg import IGNORE_INDEX
 from auxseg.config import DatasetParams, SaliencyParams
 from auxseg.io import load_gray_png, load_label_png, save_json
 from auxseg.metrics import SaliencyMetric
-from auxseg.steps.common import open_split
+from auxseg.steps.common import no_ground_truth_note, open_split, scored_split
 
 
 def saliency_scores(split, saliency_dir: str | Path) -> dict:
@@ -36,8 +37,13 @@ def saliency_scores(split, saliency_dir: str | Path) -> dict:
 
 def run(dataset: DatasetParams, saliency: SaliencyParams) -> dict:
     split = open_split(dataset, "train")
-    scores = saliency_scores(split, saliency.out_dir)
-    scores = {"method": saliency.method, "num_images": len(split.ids), **scores}
+    scored, coverage = scored_split(split)
+    scores = {"method": saliency.method, "num_images": len(split.ids), **coverage}
+    if scored is None:
+        save_json(saliency.metrics_out, scores)
+        print(no_ground_truth_note(f"saliency prior ({saliency.method})", split))
+        return scores
+    scores.update(saliency_scores(scored, saliency.out_dir))
     save_json(saliency.metrics_out, scores)
     print(f"saliency prior ({saliency.method}): {scores}")
     return scores

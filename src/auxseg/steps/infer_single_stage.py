@@ -3,8 +3,10 @@
 Writes, under ``single_stage.out_dir`` (replaced as a whole, see :func:`~auxseg.steps.common.staged_directory`):
 
 - ``val/plain/<id>.png``, ``val/crf/<id>.png``: val predictions without / with the dense CRF. The class
-  probabilities are the mean softmax of the segmentation logits over ``inference.scales`` (and flips), as
-  ``evaluate`` computes them for DeepLab (:func:`auxseg.steps.evaluate.predict_split`, same CRF); then, as in 1-Stage,
+  probabilities are the mean over ``inference.scales`` (and flips) of the softmax of the segmentation logits taken
+  on the network's stride-4 grid and then resized bilinearly, the order of 1-Stage's ``infer_val.py`` (``evaluate``
+  upsamples DeepLab's logits before the softmax, as AuxSegNet's released code does; same CRF,
+  :func:`auxseg.steps.evaluate.predict_split`); then, as in 1-Stage,
   classes whose sigmoid class score (scale 1) is below ``inference.min_class_score`` are dropped and the background
   probability is raised to ``inference.bg_power`` (renormalised; both off by default);
 - ``train/seg/<id>.png``, ``train/conf/<id>.png``: pseudo labels of every train image and their confidence, made as
@@ -54,23 +56,28 @@ def run(dataset: DatasetParams, single_stage: SingleStageParams, runtime: Runtim
     from auxseg.engine import resolve_device
     from auxseg.inference import forward_then_pool
     from auxseg.losses import present_classes
+    from auxseg.runtime import inference_autocast
     from auxseg.steps.evaluate import multiscale_probs_fn, predict_split
+    from auxseg.steps.common import model_normalization
     from auxseg.steps.train_single_stage import load_single_stage, refine_and_cut
 
     params, inference = single_stage, single_stage.inference
     device = resolve_device(runtime)
-    model, _ = load_single_stage(params.model_out)
+    model, meta = load_single_stage(params.model_out)
+    normalization = model_normalization(meta, params.model_out)
     model.to(device)
-    seg_probs = multiscale_probs_fn(lambda x: model(x).seg_logits, inference.scales, inference.flip, device)
+    # 1-Stage order: softmax on the stride-4 grid, then the probabilities are resized (infer_val.py)
+    seg_probs = multiscale_probs_fn(lambda x: model(x).seg_logits, inference.scales, inference.flip, device,
+                                    normalization, softmax_on_grid=True)
 
     def val_probs(rgb: np.ndarray) -> torch.Tensor:
         probs = seg_probs(rgb)
         scores = None
         if inference.min_class_score > 0:
-            scores = torch.sigmoid(model(normalize_image(rgb).unsqueeze(0).to(device)).cls_logits[0].float())
+            scores = torch.sigmoid(model(normalize_image(rgb, normalization).unsqueeze(0).to(device)).cls_logits[0].float())
         return adjust_probs(probs, scores, inference.min_class_score, inference.bg_power)
 
-    with staged_directory(params.out_dir) as staging:
+    with staged_directory(params.out_dir) as staging, inference_autocast(runtime, device):
         val = open_split(dataset, "val")
         predictions = predict_split("single-stage val", val_probs, val, inference.crf_iterations, runtime)
         for image_id, (plain, refined) in zip(val.ids, predictions):
@@ -82,7 +89,7 @@ def run(dataset: DatasetParams, single_stage: SingleStageParams, runtime: Runtim
         def forward(image_id: str) -> dict:
             rgb = train.load_image(image_id)
             height, width = rgb.shape[:2]
-            image = normalize_image(rgb).unsqueeze(0).to(device)
+            image = normalize_image(rgb, normalization).unsqueeze(0).to(device)
             labels = torch.as_tensor(np.asarray(train.image_labels[image_id]), dtype=torch.float32, device=device)[None]
             with torch.inference_mode():
                 probs = seg_probs(rgb)[None]

@@ -24,7 +24,8 @@ def run(seed: int, dataset: DatasetParams, classifier: ClassifierParams, runtime
         split = open_split(dataset, "train")
         torch.manual_seed(seed)
         model = build_classifier(classifier.network, split.num_classes - 1)
-        train_set = TrainingSet(split, classifier.augment, seed=seed)
+        normalization = model.backbone.normalization
+        train_set = TrainingSet(split, classifier.augment, seed=seed, normalization=normalization)
         model = train(
             model,
             train_set,
@@ -42,6 +43,7 @@ def run(seed: int, dataset: DatasetParams, classifier: ClassifierParams, runtime
             save_model(
                 classifier.model_out,
                 model,
+                normalization=normalization,
                 kind="classifier",
                 backbone=classifier.network.backbone,
                 output_stride=classifier.network.output_stride,

@@ -27,6 +27,7 @@ from auxseg.steps.common import (
     build_auxsegnet,
     fingerprint,
     load_model_file,
+    model_normalization,
     open_split,
     save_model,
 )
@@ -85,7 +86,8 @@ def make_loss(weights, aux: AuxLossParams):
 
 
 def initialise(prev_model_path: Path, auxsegnet: AuxSegNetParams):
-    """AuxSegNet initialised from the previous round's model file (a classifier for round 1).
+    """AuxSegNet initialised from the previous round's model file (a classifier for round 1); returns (model, the
+    previous file's meta), whose ``normalization`` the round trains with and records.
 
     With ``auxsegnet.aux_losses.lr_weight > 0`` the model has the LR head ``seg_embed``: it keeps the previous
     round's weights when they exist with the same shapes, else its fresh initialisation; a previous head this round
@@ -134,11 +136,13 @@ def run(seed: int, dataset: DatasetParams, auxsegnet: AuxSegNetParams, pseudo_la
     with distributed_context(runtime):
         split = open_split(dataset, "train")
         torch.manual_seed(seed)
-        model, meta = initialise(Path(pseudo_labels.models_root) / f"{round_params.prev}.pt", auxsegnet)
+        prev_model = Path(pseudo_labels.models_root) / f"{round_params.prev}.pt"
+        model, meta = initialise(prev_model, auxsegnet)
+        normalization = model_normalization(meta, prev_model)
         aux = auxsegnet.aux_losses
         train_set = TrainingSet(
             split, auxsegnet.augment, seed=seed, seg_label_dir=prev_labels / "seg", saliency_dir=prev_labels / "sal",
-            confidence_dir=prev_labels / "conf" if aux.reads_confidence else None,
+            confidence_dir=prev_labels / "conf" if aux.reads_confidence else None, normalization=normalization,
         )
         model = train(
             model,
@@ -158,10 +162,12 @@ def run(seed: int, dataset: DatasetParams, auxsegnet: AuxSegNetParams, pseudo_la
             save_model(
                 out,
                 model,
+                normalization=normalization,
                 kind="auxsegnet",
                 backbone=meta["backbone"],
                 output_stride=int(meta.get("output_stride", 8)),
                 num_classes_fg=int(meta["num_classes_fg"]),
+                class_names=list(split.class_names),
                 round=round_name,
                 **auxsegnet_architecture(auxsegnet),
                 **({"embedding_dim": aux.embedding_dim} if aux.embedding_dim is not None else {}),

@@ -23,16 +23,21 @@ import torch
 from auxseg.config import DatasetParams, PamrParams, PseudoCutParams, RuntimeSection, SingleStageParams
 from auxseg.losses import ProgressAwareLoss
 from auxseg.params import to_dict
-from auxseg.steps.common import CHECKPOINT_ROOT, fingerprint, load_model_file, open_split, save_model
+from auxseg.steps.common import (
+    CHECKPOINT_ROOT, fingerprint, load_model_file, model_normalization, open_split, save_model,
+)
 
 
 def build_single_stage(backbone: str, num_classes_fg: int, *, output_stride: int, widths: dict,
-                       embedding_dim: int | None = None, weights: str | None = None, sha256: str | None = None):
-    """A :class:`~auxseg.models.single_stage.SingleStageNet`; ``widths`` = {aspp, skip, decoder, head}."""
+                       embedding_dim: int | None = None, weights: str | None = None, sha256: str | None = None,
+                       mean=None, std=None):
+    """A :class:`~auxseg.models.single_stage.SingleStageNet`; ``widths`` = {aspp, skip, decoder, head}; ``mean`` /
+    ``std`` override the backbone's input normalisation."""
     from auxseg.models.single_stage import SingleStageNet
 
     return SingleStageNet.from_backbone_name(
         backbone, num_classes_fg, output_stride=output_stride, backbone_weights=weights, backbone_sha256=sha256,
+        backbone_mean=mean, backbone_std=std,
         aspp_channels=int(widths["aspp"]), skip_channels=int(widths["skip"]),
         decoder_channels=int(widths["decoder"]), head_channels=int(widths["head"]),
         embedding_dim=embedding_dim, embedding_hidden=int(widths["decoder"]),
@@ -40,11 +45,13 @@ def build_single_stage(backbone: str, num_classes_fg: int, *, output_stride: int
 
 
 def load_single_stage(path):
-    """The single-stage model saved by this step (strict load), in eval mode; returns (model, meta)."""
+    """The single-stage model saved by this step (strict load), in eval mode; returns (model, meta) (input
+    normalisation: ``model_normalization(meta, path)``)."""
     payload = load_model_file(path)
     meta = payload["meta"]
     if meta.get("kind") != "single_stage":
         raise ValueError(f"{path}: expected a single-stage model, found kind {meta.get('kind')!r}")
+    model_normalization(meta, path)
     model = build_single_stage(
         meta["backbone"], int(meta["num_classes_fg"]), output_stride=int(meta["output_stride"]),
         widths=meta["widths"], embedding_dim=meta.get("embedding_dim"),
@@ -130,11 +137,12 @@ class SingleStageLoss(ProgressAwareLoss):
         return {"loss": total, **terms, **aalr, **extra}
 
 
-def model_meta(params: SingleStageParams, num_classes_fg: int) -> dict:
-    """What :func:`load_single_stage` needs to rebuild the network (``embedding_dim`` only with the LR head)."""
+def model_meta(params: SingleStageParams, class_names) -> dict:
+    """What :func:`load_single_stage` needs to rebuild the network and ``auxseg predict`` to name its classes
+    (``class_names``: K+1, background first; ``embedding_dim`` only with the LR head)."""
     meta = {
         "kind": "single_stage", "backbone": params.network.backbone, "output_stride": params.network.output_stride,
-        "num_classes_fg": num_classes_fg, "widths": to_dict(params.widths),
+        "num_classes_fg": len(class_names) - 1, "class_names": list(class_names), "widths": to_dict(params.widths),
     }
     if params.aux_losses.embedding_dim is not None:
         meta["embedding_dim"] = params.aux_losses.embedding_dim
@@ -155,8 +163,10 @@ def run(seed: int, dataset: DatasetParams, single_stage: SingleStageParams, runt
         model = build_single_stage(
             network.backbone, num_classes_fg, output_stride=network.output_stride, widths=to_dict(params.widths),
             embedding_dim=params.aux_losses.embedding_dim, weights=network.weights, sha256=network.sha256,
+            mean=network.mean, std=network.std,
         )
-        train_set = TrainingSet(split, params.augment, seed=seed)
+        normalization = model.backbone.normalization
+        train_set = TrainingSet(split, params.augment, seed=seed, normalization=normalization)
         training = {key: to_dict(getattr(params, key)) for key in (
             "network", "widths", "augment", "optim", "seg_weight", "seg_warmup_epochs", "pamr", "pseudo_labels",
             "aux_losses")}
@@ -168,7 +178,7 @@ def run(seed: int, dataset: DatasetParams, single_stage: SingleStageParams, runt
             live_dir=params.live_dir, desc="single-stage",
         )
         if is_main_process():
-            save_model(params.model_out, model, **model_meta(params, num_classes_fg))
+            save_model(params.model_out, model, normalization=normalization, **model_meta(params, split.class_names))
             print(f"saved the single-stage model -> {params.model_out}")
 
 

@@ -8,7 +8,7 @@ Usage::
 
 A profile holds only keys that already exist in ``params.yaml``: every leaf it names (a scalar or a list) replaces
 that key's value; mappings are merged key by key. The file is edited in place as text, so its comments, key order
-and layout survive; the result is validated (:func:`auxseg.params.validate_params_file`) and written atomically.
+and layout survive (:mod:`auxseg.params_file`); the result is validated and written atomically.
 An unknown profile, a profile key that ``params.yaml`` lacks or an invalid result prints ``error: ...`` naming it,
 exits with status 2 and leaves the file untouched.
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import io
 import re
 import shlex
 import sys
@@ -28,15 +27,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
+from auxseg.params_file import Leaf, flow, load_yaml, read_params_text, set_values, splice, write_params_text
+from auxseg.schema import ParamError
 
-from auxseg.params import ParamError
-from auxseg.tools.params_text import flow, write_params_text
+__all__ = ["apply_profile", "available_profiles", "load_profile", "main", "merge", "profile_leaves", "set_args",
+           "splice"]
 
 PROFILE_PACKAGE = "auxseg.profiles"
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-
-Leaf = tuple[tuple[str, ...], Any]
 
 
 def available_profiles() -> list[str]:
@@ -50,7 +48,7 @@ def load_profile(name: str) -> dict:
     known = available_profiles()
     if not _NAME.fullmatch(name) or name not in known:
         raise ParamError(f"profile '{name}': no such profile (available: {', '.join(known) or 'none'})")
-    data = yaml.safe_load(resources.files(PROFILE_PACKAGE).joinpath(f"{name}.yaml").read_text())
+    data = load_yaml(resources.files(PROFILE_PACKAGE).joinpath(f"{name}.yaml").read_text(), f"profile '{name}'")
     if not isinstance(data, dict) or not data:
         raise ParamError(f"profile '{name}': expected a non-empty mapping of params sections")
     return data
@@ -91,124 +89,15 @@ def merge(params: dict, leaves: list[Leaf], params_name: str = "params.yaml") ->
     return merged
 
 
-def _skip_quoted(text: str, start: int) -> int:
-    """Index just after the quoted scalar starting at ``text[start]``."""
-    quote = text[start]
-    index = start + 1
-    while index < len(text):
-        char = text[index]
-        if quote == '"' and char == "\\":
-            index += 2
-            continue
-        if char == quote:
-            if quote == "'" and text.startswith("''", index):
-                index += 2
-                continue
-            return index + 1
-        index += 1
-    raise ValueError("unterminated quoted scalar")
-
-
-def _value_end(text: str, start: int, in_flow: bool) -> int:
-    """End offset of the flow value (scalar, ``[...]`` or ``{...}``) that starts at ``text[start]``."""
-    char = text[start]
-    if char in "'\"":
-        return _skip_quoted(text, start)
-    if char in "[{":
-        depth, index = 0, start
-        while index < len(text):
-            char = text[index]
-            if char in "'\"":
-                index = _skip_quoted(text, index)
-                continue
-            if char in "[{":
-                depth += 1
-            elif char in "]}":
-                depth -= 1
-                if depth == 0:
-                    return index + 1
-            elif char == "#" and text[index - 1] in " \t\n":
-                raise ValueError("comment inside a flow collection")
-            index += 1
-        raise ValueError("unterminated flow collection")
-    stops = "\n,]}" if in_flow else "\n"
-    index = start
-    while index < len(text) and text[index] not in stops:
-        if text[index] == "#" and text[index - 1] in " \t":
-            break
-        index += 1
-    return len(text[:index].rstrip(" \t"))
-
-
-def splice(text: str, leaves: list[Leaf]) -> str | None:
-    """``text`` with each leaf's value replaced in place, or None where a value is not a one-line flow value."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
-
-    document = YAML(typ="rt").load(text)
-    line_starts = [0]
-    for match in re.finditer("\n", text):
-        line_starts.append(match.end())
-    edits = []
-    for path, value in leaves:
-        parent = document
-        for key in path[:-1]:
-            parent = parent[key]
-        old = parent[path[-1]]
-        if isinstance(old, (CommentedMap, CommentedSeq)) and not old.fa.flow_style():
-            return None  # a block collection: several lines
-        line, column = parent.lc.value(path[-1])
-        start = line_starts[line] + column
-        if start >= len(text) or text[start] in "\n#|>&*!":
-            return None  # empty, a block scalar, an anchor, alias or tag: leave it to the fallback
-        try:
-            end = _value_end(text, start, in_flow=bool(parent.fa.flow_style()))
-        except (ValueError, IndexError):
-            return None
-        edits.append((start, end, flow(value)))
-    for start, end, new in sorted(edits, reverse=True):
-        text = text[:start] + new + text[end:]
-    return text
-
-
-def _roundtrip_dump(text: str, leaves: list[Leaf]) -> str:
-    """Fallback: set the leaves with ruamel's round-trip dumper (keeps comments; may re-wrap long flow lines)."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.comments import CommentedSeq
-
-    dumper = YAML(typ="rt")
-    dumper.width = 110
-    dumper.representer.add_representer(
-        type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null")
-    )
-    document = dumper.load(text)
-    for path, value in leaves:
-        parent = document
-        for key in path[:-1]:
-            parent = parent[key]
-        if isinstance(value, list):
-            items = CommentedSeq(value)
-            items.fa.set_flow_style()
-            value = items
-        parent[path[-1]] = value
-    buffer = io.StringIO()
-    dumper.dump(document, buffer)
-    return "\n".join(line.rstrip() for line in buffer.getvalue().split("\n"))
-
-
 def apply_profile(name: str, params_path: str | Path = "params.yaml") -> list[Leaf]:
     """Merge profile ``name`` into ``params_path`` (validated, atomic); returns the leaves it set."""
     params_path = Path(params_path)
     leaves = profile_leaves(load_profile(name))
     if not params_path.is_file():
         raise ParamError(f"{params_path}: params file not found")
-    text = params_path.read_text()
-    params = yaml.safe_load(text) or {}
-    merged = merge(params, leaves, params_path.name)
-    new_text = splice(text, leaves)
-    if new_text is None or yaml.safe_load(new_text) != merged:
-        new_text = _roundtrip_dump(text, leaves)
-    write_params_text(params_path, new_text, merged)
+    text = read_params_text(params_path)
+    merged = merge(load_yaml(text, params_path) or {}, leaves, params_path.name)
+    write_params_text(params_path, set_values(text, leaves), merged)
     return leaves
 
 
@@ -222,7 +111,7 @@ def set_args(name: str, params_path: str | Path | None = "params.yaml") -> list[
         params_path = Path(params_path)
         if not params_path.is_file():
             raise ParamError(f"{params_path}: params file not found")
-        merge(yaml.safe_load(params_path.read_text()) or {}, leaves, params_path.name)
+        merge(load_yaml(read_params_text(params_path), params_path) or {}, leaves, params_path.name)
     args: list[str] = []
     for path, value in leaves:
         args += ["-S", f"{'.'.join(path)}={_hydra_value(value)}"]
@@ -243,9 +132,9 @@ def _hydra_value(value: Any) -> str:
     return flow(value)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m auxseg.tools.apply_profile",
+        prog=prog or "python -m auxseg.tools.apply_profile",
         description="Deep-merge a named params profile into params.yaml (validated, atomic, comments kept).",
     )
     parser.add_argument("profile", nargs="?", help="profile name, e.g. tiny")

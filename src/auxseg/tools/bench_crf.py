@@ -14,7 +14,6 @@ Prints per-image medians and the speed-up; ``--json`` also writes them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -65,8 +64,8 @@ def run(height: int, width: int, num_classes: int, present: int, images: int, it
     return report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--height", type=int, default=375)
     parser.add_argument("--width", type=int, default=500)
     parser.add_argument("--classes", type=int, default=21, help="classes including background")
@@ -91,8 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"speed-up {report['speedup']:.2f}x, argmax agreement {report['argmax_agreement_mean']:.4f}"
     )
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=2, sort_keys=True)
+        from auxseg.io import save_json
+
+        save_json(args.json, report)
     return 0
 
 

@@ -4,7 +4,7 @@ Usage::
 
     python -m auxseg.tools.bench_label_update [--backbone resnet38] [--height 375 --width 500] [--images 5]
         [--warmup 1] [--threads 2] [--branch-channels 128] [--classes 20] [--present 2]
-        [--no-cross-task-affinity] [--crf-iterations 1] [--seed 0] [--json OUT]
+        [--no-cross-task-affinity] [--crf-iterations 1] [--precision both|fp32|bf16] [--seed 0] [--json OUT]
 
 What is timed (``time.perf_counter``, one image at a time, batch 1, eval mode, ``torch.inference_mode``) are the
 functions of :mod:`auxseg.steps.update_labels` themselves, in the order the stage runs them:
@@ -13,8 +13,8 @@ functions of :mod:`auxseg.steps.update_labels` themselves, in the order the stag
 preprocess     ``normalize_image`` (uint8 RGB → ImageNet-normalised (1, 3, H, W) tensor)
 forward        ``forward_label_outputs``: the model call (backbone, heads, task affinities, A_CT)
 propagation    ``label_inputs_from_output``: CAM normalisation, one multiplication by A_CT (skipped with
-               ``--no-cross-task-affinity``: the identity), bilinear upsampling of CAMs and refined saliency
-               to (H, W), sigmoid, copy to numpy
+               ``--no-cross-task-affinity``: the identity), sigmoid of the refined saliency on the grid,
+               bilinear upsampling of both to (H, W), copy to numpy
 saliency_crf   ``saliency_labels``: ½(refined saliency + prior), pydensecrf saliency CRF, clip
 fusion         ``fuse_labels``: CAM/saliency fusion into the label map + confidence map
 write          ``write_labels``: the three PNGs (seg, sal, conf), into a temporary directory
@@ -24,9 +24,12 @@ Inputs are deterministic and synthetic: a smooth colour gradient with two soft e
 the CRF's bilateral kernel has edges to follow), a saliency prior built from the blobs plus uniform noise (quantised
 to 1/255 as the stage's PNG prior is), and ``--present`` random image-level classes. The model is built with
 ``torch.manual_seed(--seed)`` and no weights file. Random weights do not change the cost of anything timed here.
-``--warmup`` extra images run first and are not counted. Reported per phase: median, min and max ms per image
-(share = phase median / sum of phase medians), the median per-image total, images/s, and the setting (torch threads
-and version, CPU, load average, N = h·w positions of A_CT, its size, peak RSS of the whole process).
+``--warmup`` extra images run first and are not counted. Reported per precision and phase: median, min and max ms per
+image (share = phase median / sum of phase medians), the median and min per-image total, images/s, and the setting
+(torch threads and version, CPU, load average, N = h·w positions of A_CT, its size, peak RSS of the whole process).
+With ``--precision both`` (the default) each image runs in fp32 and then under bf16 autocast
+(:func:`auxseg.runtime.bf16_autocast`, what ``runtime.cpu_bf16`` turns on), so the ratio fp32 / bf16 of the totals
+comes from one process on the same images; also reported: the share of label-map pixels that differ between the two.
 
 The stage itself runs CRF, fusion and writing in a process pool after each chunk's forward passes
 (``runtime.crf_workers``), so its wall time per image is below this single-process total when it has workers.
@@ -46,6 +49,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from auxseg.tools.args import int_at_least
 
 PHASES = ("preprocess", "forward", "propagation", "saliency_crf", "fusion", "write")
 
@@ -106,6 +111,32 @@ def load_average() -> list[float] | None:
         return None
 
 
+def machine_setting(load_start: list[float] | None) -> dict[str, Any]:
+    """What a benchmark ran on: native bf16, torch threads and version, CPU, usable CPUs, load average at start/end."""
+    import torch
+
+    from auxseg.runtime import cpu_bf16_native
+
+    return {
+        "cpu_bf16_native": cpu_bf16_native(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "cpu": cpu_description(),
+        "usable_cpus": usable_cpus(),
+        "loadavg_start": load_start,
+        "loadavg_end": load_average(),
+    }
+
+
+def setting_line(result: dict[str, Any]) -> str:
+    """One report line from the :func:`machine_setting` keys of ``result``."""
+    return (
+        f"native bf16 (oneDNN/cpuinfo): {result['cpu_bf16_native']}; torch {result['torch_version']}, "
+        f"{result['torch_threads']} threads; CPU: {result['cpu']} ({result['usable_cpus']} usable); "
+        f"load average start {result['loadavg_start']}, end {result['loadavg_end']}"
+    )
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MB (10⁶ bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -113,33 +144,27 @@ def peak_rss_mb() -> float:
 
 
 # ------------------------------------------------------------------------------------------------ arguments
-def _int_at_least(minimum: int, wording: str):
-    """An argparse ``type`` accepting integers >= ``minimum``; ``wording`` names the bound in the error."""
+def backbone_name(text: str) -> str:
+    """argparse ``type``: a registered backbone or any timm model name (as ``create_backbone`` accepts)."""
+    from auxseg.models.backbones import _is_timm_model, list_backbones
 
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be {wording}, got {value}")
-        return value
-
-    return parse
+    if text in list_backbones() or _is_timm_model(text):
+        return text
+    raise argparse.ArgumentTypeError(f"unknown backbone {text!r}: neither registered ({', '.join(list_backbones())}) "
+                                     "nor a timm model name")
 
 
-_positive_int = _int_at_least(1, "a positive integer")
-_non_negative_int = _int_at_least(0, "an integer >= 0")
+_positive_int = int_at_least(1, "a positive integer")
+_non_negative_int = int_at_least(0, "an integer >= 0")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from auxseg.models.backbones import list_backbones
-
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m auxseg.tools.bench_label_update",
+        prog=prog or "python -m auxseg.tools.bench_label_update",
         description="Time the per-image phases of AuxSegNet's pseudo-label update (random weights, CPU).",
     )
-    parser.add_argument("--backbone", default="resnet38", choices=list_backbones(), help="default: resnet38")
+    parser.add_argument("--backbone", default="resnet38", type=backbone_name,
+                        help="registered backbone or timm model name (default: resnet38)")
     parser.add_argument("--height", type=_positive_int, default=375, help="image height (default 375, VOC)")
     parser.add_argument("--width", type=_positive_int, default=500, help="image width (default 500, VOC)")
     parser.add_argument("--images", type=_positive_int, default=5, help="timed images (default 5)")
@@ -152,13 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="saliency CRF mean-field steps (default: pseudo_labels.saliency_crf_iterations)")
     parser.add_argument("--no-cross-task-affinity", dest="cross_task_affinity", action="store_false",
                         help="ablation: AuxSegNet without A_CT (propagation with the identity)")
+    parser.add_argument("--precision", choices=("both", "fp32", "bf16"), default="both",
+                        help="both (default): fp32 and bf16 autocast alternating on each image, with their ratio")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the synthetic images")
     parser.add_argument("--json", metavar="OUT", default=None, help="also write the figures as JSON to OUT")
     return parser
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = build_parser()
+def parse_args(argv: Sequence[str] | None, prog: str | None = None) -> argparse.Namespace:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.present > args.classes:
         parser.error(f"argument --present: must be at most --classes ({args.classes}), got {args.present}")
@@ -166,13 +193,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------------------------ benchmark
-def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    """Build the model, time every phase on ``args.warmup + args.images`` images; returns the figures."""
+def _label_update_once(model, inputs, args, defaults, crf_iterations, out_dir: Path, index: int, bf16: bool,
+                       backbone_marks: list[float]):
+    """One image through the stage's functions under the given precision → (ms per phase, backbone ms, seg, output)."""
     import torch
 
-    from auxseg.config import PseudoLabelParams
     from auxseg.data.training import normalize_image
-    from auxseg.models.auxsegnet import AuxSegNet
+    from auxseg.runtime import bf16_autocast
     from auxseg.steps.update_labels import (
         forward_label_outputs,
         fuse_labels,
@@ -181,9 +208,67 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         write_labels,
     )
 
+    rgb, prior, labels = inputs
+    backbone_marks.clear()
+    with torch.inference_mode(), bf16_autocast("cpu", bf16):
+        t0 = time.perf_counter()
+        image = normalize_image(rgb, model.backbone.normalization).unsqueeze(0)
+        t1 = time.perf_counter()
+        output = forward_label_outputs(model, image)
+        t2 = time.perf_counter()
+        cams, refined = label_inputs_from_output(output, labels, (args.height, args.width))
+        t3 = time.perf_counter()
+    task = {
+        "id": f"synthetic_{index:04d}", "rgb": rgb, "labels": labels, "cams": cams,
+        "refined_saliency": refined, "prior": prior, "out_dir": out_dir,
+        "cam_threshold": defaults.cam_threshold, "saliency_threshold": defaults.saliency_threshold,
+        "crf_iterations": crf_iterations,
+    }
+    t4 = time.perf_counter()
+    saliency = saliency_labels(task)
+    t5 = time.perf_counter()
+    seg, confidence = fuse_labels(task, saliency)
+    t6 = time.perf_counter()
+    write_labels(task, seg, saliency, confidence)
+    t7 = time.perf_counter()
+    times = {phase: (end - start) * 1e3 for phase, start, end in zip(PHASES, (t0, t1, t2, t4, t5, t6), (t1, t2, t3, t5, t6, t7))}
+    backbone = (backbone_marks[1] - backbone_marks[0]) * 1e3 if len(backbone_marks) == 2 else None
+    return times, backbone, seg, output
+
+
+def _mode_figures(times: dict[str, list[float]], backbone_ms: list[float], images: int) -> dict[str, Any]:
+    medians = {phase: statistics.median(values) for phase, values in times.items()}
+    median_sum = sum(medians.values())
+    totals = [sum(times[phase][i] for phase in PHASES) for i in range(images)]
+    total_median = statistics.median(totals)
+    return {
+        "phases": {
+            phase: {
+                "median_ms": medians[phase], "min_ms": min(times[phase]), "max_ms": max(times[phase]),
+                "share": medians[phase] / median_sum if median_sum > 0 else 0.0, "ms": times[phase],
+            }
+            for phase in PHASES
+        },
+        "forward_backbone_median_ms": statistics.median(backbone_ms) if backbone_ms else None,
+        "total_median_ms": total_median,
+        "total_min_ms": min(totals),
+        "total_ms": totals,
+        "images_per_s": 1e3 / total_median if total_median > 0 else None,
+    }
+
+
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """Build the model, time every phase on ``args.warmup + args.images`` images in each precision of
+    ``args.precision`` (both: fp32 then bf16 on each image, alternating); returns the figures."""
+    import torch
+
+    from auxseg.config import PseudoLabelParams
+    from auxseg.models.auxsegnet import AuxSegNet
+
     torch.set_num_threads(args.threads)
     defaults = PseudoLabelParams()
     crf_iterations = defaults.saliency_crf_iterations if args.crf_iterations is None else args.crf_iterations
+    modes = ("fp32", "bf16") if args.precision == "both" else (args.precision,)
     load_start = load_average()
 
     torch.manual_seed(args.seed)
@@ -201,80 +286,46 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     model.backbone.register_forward_pre_hook(lambda *_: backbone_marks.append(time.perf_counter()))
     model.backbone.register_forward_hook(lambda *_: backbone_marks.append(time.perf_counter()))
 
-    times: dict[str, list[float]] = {phase: [] for phase in PHASES}
-    backbone_ms: list[float] = []
+    times = {mode: {phase: [] for phase in PHASES} for mode in modes}
+    backbone_ms: dict[str, list[float]] = {mode: [] for mode in modes}
+    disagreement: list[float] = []
     grid: tuple[int, int] | None = None
     affinity_bytes = 0
     with tempfile.TemporaryDirectory(prefix="bench_label_update.") as out_dir:
         for index in range(args.warmup + args.images):
-            rgb, prior, labels = synthetic_inputs(
-                args.seed * 1_000_003 + index, args.height, args.width, args.classes, args.present
-            )
-            backbone_marks.clear()
-            with torch.inference_mode():
-                t0 = time.perf_counter()
-                image = normalize_image(rgb).unsqueeze(0)
-                t1 = time.perf_counter()
-                output = forward_label_outputs(model, image)
-                t2 = time.perf_counter()
-                cams, refined = label_inputs_from_output(output, labels, (args.height, args.width))
-                t3 = time.perf_counter()
-            grid = (int(output.cam.shape[-2]), int(output.cam.shape[-1]))
-            if output.affinity is not None:
-                affinity_bytes = output.affinity.numel() * output.affinity.element_size()
-            del output, image
-            task = {
-                "id": f"synthetic_{index:04d}", "rgb": rgb, "labels": labels, "cams": cams,
-                "refined_saliency": refined, "prior": prior, "out_dir": Path(out_dir),
-                "cam_threshold": defaults.cam_threshold, "saliency_threshold": defaults.saliency_threshold,
-                "crf_iterations": crf_iterations,
-            }
-            t4 = time.perf_counter()
-            saliency = saliency_labels(task)
-            t5 = time.perf_counter()
-            seg, confidence = fuse_labels(task, saliency)
-            t6 = time.perf_counter()
-            write_labels(task, seg, saliency, confidence)
-            t7 = time.perf_counter()
-            if index < args.warmup:
-                continue
-            for phase, start, end in zip(PHASES, (t0, t1, t2, t4, t5, t6), (t1, t2, t3, t5, t6, t7)):
-                times[phase].append((end - start) * 1e3)
-            if len(backbone_marks) == 2:
-                backbone_ms.append((backbone_marks[1] - backbone_marks[0]) * 1e3)
+            inputs = synthetic_inputs(args.seed * 1_000_003 + index, args.height, args.width, args.classes, args.present)
+            segs = {}
+            for mode in modes:
+                phase_ms, backbone, segs[mode], output = _label_update_once(
+                    model, inputs, args, defaults, crf_iterations, Path(out_dir), index, mode == "bf16", backbone_marks
+                )
+                grid = (int(output.cam.shape[-2]), int(output.cam.shape[-1]))
+                if output.affinity is not None:
+                    affinity_bytes = output.affinity.numel() * output.affinity.element_size()
+                del output
+                if index < args.warmup:
+                    continue
+                for phase, value in phase_ms.items():
+                    times[mode][phase].append(value)
+                if backbone is not None:
+                    backbone_ms[mode].append(backbone)
+            if index >= args.warmup and len(segs) == 2:
+                disagreement.append(float((segs["fp32"] != segs["bf16"]).mean()))
 
     assert grid is not None
     n = grid[0] * grid[1]
-    medians = {phase: statistics.median(values) for phase, values in times.items()}
-    median_sum = sum(medians.values())
-    totals = [sum(times[phase][i] for phase in PHASES) for i in range(args.images)]
-    total_median = statistics.median(totals)
-    return {
+    per_mode = {mode: _mode_figures(times[mode], backbone_ms[mode], args.images) for mode in modes}
+    result: dict[str, Any] = {
         "config": {
             "backbone": args.backbone, "height": args.height, "width": args.width, "images": args.images,
             "warmup": args.warmup, "branch_channels": args.branch_channels, "classes": args.classes,
             "present": args.present, "cross_task_affinity": args.cross_task_affinity,
             "crf_iterations": crf_iterations, "cam_threshold": defaults.cam_threshold,
-            "saliency_threshold": defaults.saliency_threshold, "seed": args.seed,
+            "saliency_threshold": defaults.saliency_threshold, "seed": args.seed, "precision": list(modes),
         },
-        "phases": {
-            phase: {
-                "median_ms": medians[phase], "min_ms": min(times[phase]), "max_ms": max(times[phase]),
-                "share": medians[phase] / median_sum if median_sum > 0 else 0.0, "ms": times[phase],
-            }
-            for phase in PHASES
-        },
-        "forward_backbone_median_ms": statistics.median(backbone_ms) if backbone_ms else None,
-        "total_median_ms": total_median,
-        "total_ms": totals,
-        "images_per_s": 1e3 / total_median if total_median > 0 else None,
+        "modes": per_mode,
         "model_build_s": build_s,
-        "torch_threads": torch.get_num_threads(),
-        "torch_version": torch.__version__,
-        "cpu": cpu_description(),
-        "usable_cpus": usable_cpus(),
-        "loadavg_start": load_start,
-        "loadavg_end": load_average(),
+        **machine_setting(load_start),
         "affinity": {
             "h": grid[0], "w": grid[1], "n": n,
             "materialised": affinity_bytes > 0,
@@ -282,35 +333,56 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         },
         "peak_rss_mb": peak_rss_mb(),
     }
+    if len(modes) == 2:
+        fp32, bf16 = per_mode["fp32"], per_mode["bf16"]
+        result["comparison"] = {
+            "total_ratio_min": fp32["total_min_ms"] / bf16["total_min_ms"],
+            "total_ratio_median": fp32["total_median_ms"] / bf16["total_median_ms"],
+            "forward_ratio_min": fp32["phases"]["forward"]["min_ms"] / bf16["phases"]["forward"]["min_ms"],
+            "label_disagreement_mean": statistics.fmean(disagreement),
+            "label_disagreement_max": max(disagreement),
+        }
+    return result
 
 
 def format_report(result: dict[str, Any]) -> str:
     config = result["config"]
     affinity = result["affinity"]
+    modes = config["precision"]
     lines = [
         f"AuxSegNet label update, per image: {config['backbone']} (random weights), "
         f"{config['height']}x{config['width']}, A_CT {'on' if config['cross_task_affinity'] else 'OFF (identity)'}, "
         f"{config['classes']} classes ({config['present']} present), branch {config['branch_channels']}, "
-        f"CRF iterations {config['crf_iterations']}, {config['images']} timed images + {config['warmup']} warm-up",
-        "",
-        f"{'phase':<14}{'median ms':>12}{'share':>9}{'min ms':>12}{'max ms':>12}",
+        f"CRF iterations {config['crf_iterations']}, {config['images']} timed images + {config['warmup']} warm-up"
+        + (", fp32 and bf16 autocast alternating on each image" if len(modes) == 2 else f", {modes[0]}"),
     ]
-    for phase, figures in result["phases"].items():
-        lines.append(
-            f"{phase:<14}{figures['median_ms']:>12.1f}{figures['share'] * 100:>8.1f}%"
-            f"{figures['min_ms']:>12.1f}{figures['max_ms']:>12.1f}"
-        )
-    lines.append(f"{'total':<14}{result['total_median_ms']:>12.1f}{'':>9}{min(result['total_ms']):>12.1f}"
-                 f"{max(result['total_ms']):>12.1f}")
-    backbone = result["forward_backbone_median_ms"]
+    for mode in modes:
+        figures = result["modes"][mode]
+        lines += ["", f"[{mode}]", f"{'phase':<14}{'median ms':>12}{'share':>9}{'min ms':>12}{'max ms':>12}"]
+        for phase, phase_figures in figures["phases"].items():
+            lines.append(
+                f"{phase:<14}{phase_figures['median_ms']:>12.1f}{phase_figures['share'] * 100:>8.1f}%"
+                f"{phase_figures['min_ms']:>12.1f}{phase_figures['max_ms']:>12.1f}"
+            )
+        lines.append(f"{'total':<14}{figures['total_median_ms']:>12.1f}{'':>9}{figures['total_min_ms']:>12.1f}"
+                     f"{max(figures['total_ms']):>12.1f}")
+        backbone = figures["forward_backbone_median_ms"]
+        lines.append(f"forward of which backbone: {backbone:.1f} ms median" if backbone is not None
+                     else "forward: backbone not timed")
+        lines.append(f"images/s: {figures['images_per_s']:.3f}" if figures["images_per_s"] else "images/s: n/a")
+    if "comparison" in result:
+        comparison = result["comparison"]
+        lines += [
+            "",
+            f"fp32 / bf16 per-image total: {comparison['total_ratio_min']:.2f}x (min), "
+            f"{comparison['total_ratio_median']:.2f}x (median); forward {comparison['forward_ratio_min']:.2f}x (min)",
+            f"label pixels that differ between fp32 and bf16: mean {comparison['label_disagreement_mean'] * 100:.3f}%, "
+            f"max {comparison['label_disagreement_max'] * 100:.3f}% over the timed images (random weights)",
+        ]
     lines += [
         "",
-        "share = phase median / sum of phase medians; total = median over images of the per-image sum",
-        f"forward of which backbone: {backbone:.1f} ms median" if backbone is not None
-        else "forward: backbone not timed",
-        f"images/s: {result['images_per_s']:.3f}" if result["images_per_s"] else "images/s: n/a",
-        f"torch {result['torch_version']}, {result['torch_threads']} threads; CPU: {result['cpu']} "
-        f"({result['usable_cpus']} usable); load average start {result['loadavg_start']}, end {result['loadavg_end']}",
+        "share = phase median / sum of phase medians; total = median (min) over images of the per-image sum",
+        setting_line(result),
         f"A_CT grid {affinity['h']}x{affinity['w']}, N = {affinity['n']}; N x N float32 = {affinity['mb']:.3g} MB"
         + ("" if affinity["materialised"] else " (A_CT not built in the ablation; A_seg and A_sal still are)"),
         f"peak RSS: {result['peak_rss_mb']:.0f} MB; model build {result['model_build_s']:.1f} s",
@@ -318,23 +390,28 @@ def format_report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (argparse exits with 2 on bad arguments)."""
+def run_and_report(args: argparse.Namespace, run, report) -> int:
+    """The body of a benchmark tool's ``main``: ``result = run(args)`` (torch's thread count restored afterwards,
+    as ``main`` may be called in-process by tests), print ``report(result)``, write it to ``args.json`` if given."""
     import torch
 
-    args = parse_args(argv)
     previous_threads = torch.get_num_threads()
     try:
-        result = run_benchmark(args)
+        result = run(args)
     finally:
-        torch.set_num_threads(previous_threads)  # main() may be called in-process (tests)
-    print(format_report(result), flush=True)
+        torch.set_num_threads(previous_threads)
+    print(report(result), flush=True)
     if args.json is not None:
         from auxseg.io import save_json
 
         save_json(args.json, result)
         print(f"wrote {args.json}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Command-line entry point; returns the exit status (argparse exits with 2 on bad arguments)."""
+    return run_and_report(parse_args(argv, prog), run_benchmark, format_report)
 
 
 if __name__ == "__main__":

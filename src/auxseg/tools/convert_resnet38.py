@@ -218,10 +218,10 @@ def convert_file(input_path: str | os.PathLike, output_path: str | os.PathLike) 
     return state_dict
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m auxseg.tools.convert_resnet38",
+        prog=prog or "python -m auxseg.tools.convert_resnet38",
         description="Convert MXNet ResNet-38 A1 ImageNet weights (.params) into an auxseg resnet38 state_dict (.pth).",
     )
     parser.add_argument("input", help="MXNet file, e.g. ilsvrc-cls_rna-a1_cls1000_ep-0001.params")
