@@ -154,13 +154,6 @@ class RuntimeParams:
         # YAML 1.1 (PyYAML) reads unquoted on/off as booleans, YAML 1.2 (DVC's reader) as strings: accept both.
         return ("on" if value else "off") if isinstance(value, bool) else value
 
-    def __post_init__(self) -> None:
-        # YAML 1.1 (PyYAML) reads unquoted on/off as booleans, YAML 1.2 (DVC's reader) as strings: accept both.
-        for name in ("cpu_bf16", "cpu_bf16_train"):
-            value = getattr(self, name)
-            if isinstance(value, bool):
-                object.__setattr__(self, name, "on" if value else "off")
-
 
 @schema
 class AugmentParams:

@@ -1,12 +1,10 @@
 """Reading, validating and rewriting ``params.yaml``: the one place that parses the file or edits it.
 
 Reading goes through ruamel.yaml (YAML 1.2, as DVC reads the same file), so a duplicate key is an error naming it
-instead of silently keeping the last value. Rewriting keeps comments, key order and the hand-wrapped flow mappings:
-:func:`splice` replaces values in the text at the positions ruamel's round-trip parser reports (a value that is not
-on one line falls back to :func:`edit_entries`); :func:`write_params_text` checks that the edited text parses to
-exactly the intended data and validates before it atomically replaces the file. On any error the file is untouched.
-Structural edits (rounds added or removed) go through :func:`edit_entries`: ruamel re-renders only the top-level entries
-that changed.
+instead of silently keeping the last value. Rewriting goes through ruamel's round trip (:func:`edit_entries`), which
+keeps comments, key order and quotes; top-level entries that did not change are kept byte for byte.
+:func:`write_params_text` checks that the edited text parses to exactly the intended data and validates before it
+atomically replaces the file. On any error the file is untouched.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
@@ -82,85 +79,27 @@ def validate_params_file(path: str | os.PathLike = "params.yaml") -> dict[str, A
 
 
 # ------------------------------------------------------------------------------------------------------- editing
-def flow(value: Any) -> str:
-    """``value`` as one line of flow-style YAML (``24``, ``[1.0]``, ``{prev: r0}``, ``null``, ``1.0e-05``)."""
-    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=float("inf")).strip()
-    if text.endswith("\n..."):  # PyYAML ends a bare scalar document with an explicit end marker
-        text = text[: -len("\n...")].rstrip()
-    if "\n" in text:
-        raise ValueError(f"cannot render {value!r} on one line")
-    return text
-
-
-def value_spans(text: str) -> dict[tuple[str, ...], tuple[int, int] | None]:
-    """Key path → [start, end) character offsets of its value in ``text``, from ruamel's parser events; None for a
-    value that cannot be replaced by a one-line flow value in place (a block collection, block scalar, empty value,
-    anchor, alias or tag)."""
-    spans: dict[tuple[str, ...], tuple[int, int] | None] = {}
-    stack: list[list] = []  # open collections: [path, is a mapping, key awaiting its value, start offset or None]
-    for event in YAML(typ="rt").parse(text):
-        kind = type(event).__name__
-        if kind in ("MappingEndEvent", "SequenceEndEvent"):
-            path, _, _, start = stack.pop()
-            span = None if start is None else (start, event.end_mark.index)
-        elif kind in ("ScalarEvent", "AliasEvent", "MappingStartEvent", "SequenceStartEvent"):
-            top = stack[-1] if stack else None
-            if top and top[1] and top[2] is None:
-                top[2] = getattr(event, "value", None)  # a mapping key
-                continue
-            path = () if top is None else (*top[0], str(top[2]) if top[1] else "-")
-            plain = getattr(event, "anchor", None) is None and getattr(event, "tag", None) is None
-            if kind.endswith("StartEvent"):
-                stack.append([path, kind == "MappingStartEvent", None,
-                              event.start_mark.index if plain and event.flow_style else None])
-                continue
-            one_line = kind == "ScalarEvent" and plain and event.style in (None, "'", '"')
-            span = (event.start_mark.index, event.end_mark.index) if one_line and event.end_mark.index > event.start_mark.index else None
-        else:
-            continue
-        spans[path] = span
-        if stack and stack[-1][1]:
-            stack[-1][2] = None
-    return spans
-
-
-def splice(text: str, leaves: list[Leaf]) -> str | None:
-    """``text`` with each leaf's value replaced in place by its one-line flow form, or None where a value cannot be
-    (see :func:`value_spans`)."""
-    spans = value_spans(text)
-    edits = [spans.get(path) for path, _ in leaves]
-    if any(span is None for span in edits):
-        return None
-    for (start, end), (_, value) in sorted(zip(edits, leaves), key=lambda item: item[0][0], reverse=True):
-        text = text[:start] + flow(value) + text[end:]
-    return text
-
-
 def _roundtrip() -> YAML:
-    """ruamel's round-trip loader/dumper, writing ``null`` (not an empty value) and never re-wrapping lines."""
+    """ruamel's round-trip loader/dumper: quotes kept, ``null`` written (not an empty value), lines never re-wrapped."""
     handler = YAML(typ="rt")
-    handler.width = 4096
+    handler.width, handler.preserve_quotes = 4096, True
     handler.representer.add_representer(
         type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null")
     )
     return handler
 
 
-def _dump(document: Any) -> str:
-    buffer = io.StringIO()
-    _roundtrip().dump(document, buffer)
-    return "\n".join(line.rstrip() for line in buffer.getvalue().split("\n"))
-
-
 def edit_entries(text: str, edit: Callable[[CommentedMap], None]) -> str:
     """``text`` after ``edit`` changed ruamel's round-trip document of it (comments and key order travel with the
-    data). The top-level entries that ``edit`` added or changed come from ruamel's rendering; every other line of
-    ``text`` (comments and hand-wrapped flow mappings included) is kept byte for byte."""
+    data). The top-level entries that ``edit`` added or changed are rendered by ruamel; every other line of ``text``
+    is kept byte for byte."""
     if text and not text.endswith("\n"):
         text += "\n"
     before, after = _roundtrip().load(text) or CommentedMap(), _roundtrip().load(text) or CommentedMap()
     edit(after)
-    rendered = _dump(after)
+    buffer = io.StringIO()
+    _roundtrip().dump(after, buffer)
+    rendered = "\n".join(line.rstrip() for line in buffer.getvalue().split("\n"))
 
     def entry_lines(source: str) -> dict[str, list[str]]:
         document, lines = _roundtrip().load(source) or CommentedMap(), source.splitlines(keepends=True)
@@ -173,10 +112,7 @@ def edit_entries(text: str, edit: Callable[[CommentedMap], None]) -> str:
 
 
 def set_values(text: str, leaves: list[Leaf]) -> str:
-    """``text`` with the leaves set: spliced in place, else (a block value) through :func:`edit_entries`."""
-    new_text = splice(text, leaves)
-    if new_text is not None:
-        return new_text
+    """``text`` with every leaf (key path, value) set; a list is written in flow style (``[1.0, 0.5]``)."""
 
     def assign(document: CommentedMap) -> None:
         for path, value in leaves:

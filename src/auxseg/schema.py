@@ -212,17 +212,7 @@ def parse_section(cls: type[T], data: Any, name: str) -> T:
 
 def to_dict(instance: Any) -> dict:
     """Params dataclass → plain dict in field order (tuples as lists), e.g. for fingerprints or writing YAML."""
-
-    def convert(value):
-        if dataclasses.is_dataclass(value):
-            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, (list, tuple)):
-            return [convert(v) for v in value]
-        if isinstance(value, dict):
-            return {k: convert(v) for k, v in value.items()}
-        return value
-
-    return convert(instance)
+    return _adapter(type(instance)).dump_python(instance, mode="json")
 
 
 __all__ = ["Bool", "Field", "Finite", "Float", "Identifier", "Int", "ParamError", "SECTIONS", "Str", "TOP_LEVEL_SCALARS",

@@ -7,8 +7,9 @@ Usage::
     python -m auxseg.tools.apply_profile --list                          # the available profiles
 
 A profile holds only keys that already exist in ``params.yaml``: every leaf it names (a scalar or a list) replaces
-that key's value; mappings are merged key by key. The file is edited in place as text, so its comments, key order
-and layout survive (:mod:`auxseg.params_file`); the result is validated and written atomically.
+that key's value; mappings are merged key by key. The file is edited through ruamel.yaml's round trip, so its
+comments, key order and quotes survive and untouched sections keep their text (:mod:`auxseg.params_file`); the
+result is validated and written atomically.
 An unknown profile, a profile key that ``params.yaml`` lacks or an invalid result prints ``error: ...`` naming it,
 exits with status 2 and leaves the file untouched.
 
@@ -27,11 +28,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
-from auxseg.params_file import Leaf, flow, load_yaml, read_params_text, set_values, splice, write_params_text
+import yaml
+
+from auxseg.params_file import Leaf, load_yaml, read_params_text, set_values, write_params_text
 from auxseg.schema import ParamError
 
 __all__ = ["apply_profile", "available_profiles", "load_profile", "main", "merge", "profile_leaves", "set_args",
            "splice"]
+
+splice = set_values
+"""``text`` with every profile leaf set (:func:`auxseg.params_file.set_values`)."""
 
 PROFILE_PACKAGE = "auxseg.profiles"
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -89,15 +95,19 @@ def merge(params: dict, leaves: list[Leaf], params_name: str = "params.yaml") ->
     return merged
 
 
-def apply_profile(name: str, params_path: str | Path = "params.yaml") -> list[Leaf]:
-    """Merge profile ``name`` into ``params_path`` (validated, atomic); returns the leaves it set."""
+def _read(params_path: str | Path) -> tuple[Path, str, dict]:
     params_path = Path(params_path)
-    leaves = profile_leaves(load_profile(name))
     if not params_path.is_file():
         raise ParamError(f"{params_path}: params file not found")
     text = read_params_text(params_path)
-    merged = merge(load_yaml(text, params_path) or {}, leaves, params_path.name)
-    write_params_text(params_path, set_values(text, leaves), merged)
+    return params_path, text, load_yaml(text, params_path) or {}
+
+
+def apply_profile(name: str, params_path: str | Path = "params.yaml") -> list[Leaf]:
+    """Merge profile ``name`` into ``params_path`` (validated, atomic); returns the leaves it set."""
+    leaves = profile_leaves(load_profile(name))
+    params_path, text, params = _read(params_path)
+    write_params_text(params_path, splice(text, leaves), merge(params, leaves, params_path.name))
     return leaves
 
 
@@ -108,14 +118,9 @@ def set_args(name: str, params_path: str | Path | None = "params.yaml") -> list[
     """
     leaves = profile_leaves(load_profile(name))
     if params_path is not None:
-        params_path = Path(params_path)
-        if not params_path.is_file():
-            raise ParamError(f"{params_path}: params file not found")
-        merge(load_yaml(read_params_text(params_path), params_path) or {}, leaves, params_path.name)
-    args: list[str] = []
-    for path, value in leaves:
-        args += ["-S", f"{'.'.join(path)}={_hydra_value(value)}"]
-    return args
+        params_path, _, params = _read(params_path)
+        merge(params, leaves, params_path.name)
+    return [arg for path, value in leaves for arg in ("-S", f"{'.'.join(path)}={_hydra_value(value)}")]
 
 
 def _hydra_value(value: Any) -> str:
@@ -129,7 +134,7 @@ def _hydra_value(value: Any) -> str:
         return "[" + ",".join(_hydra_value(item) for item in value) + "]"
     if isinstance(value, dict):
         return "{" + ",".join(f"{key}:{_hydra_value(item)}" for key, item in value.items()) + "}"
-    return flow(value)
+    return yaml.safe_dump(value).splitlines()[0]  # a scalar: true, null, 3, 1.0e-05
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
