@@ -19,7 +19,8 @@ bit-identical across machines.
 Under :func:`inference_autocast` convolutions and matrix products run in bf16 (PyTorch's autocast op lists); the
 numerics that must stay fp32 switch autocast off themselves with :func:`full_precision` (task affinity softmax,
 CAM normalisation and propagation for the labels, the softmax of multi-scale inference, the losses); the CRFs and
-metrics run in numpy on float32 arrays.
+metrics run in numpy on float32 arrays. With bf16 on the CPU the model runs in channels_last
+(:func:`inference_model`), where oneDNN's bf16 convolutions are fastest.
 """
 
 from __future__ import annotations
@@ -94,6 +95,23 @@ def inference_autocast(runtime: Any, device: torch.device | str) -> contextlib.A
     return bf16_autocast(device, use_bf16(runtime, device, training=False))
 
 
+def inference_memory_format(device: torch.device | str, bf16: bool) -> torch.memory_format:
+    """``torch.channels_last`` for bf16 forward passes on the CPU, else ``torch.contiguous_format``.
+
+    oneDNN's bf16 convolutions run fastest on NHWC tensors: ResNet-38 at 375×500 on 2 cores of an AVX512-BF16 CPU
+    took 4188 ms in fp32, 2181 ms in bf16 (1.92×) and 1830 ms in bf16 with channels_last (2.29×), min of 3 runs in
+    one process. fp32 keeps the default layout, so fp32 results do not change.
+    """
+    return torch.channels_last if bf16 and torch.device(device).type == "cpu" else torch.contiguous_format
+
+
+def inference_model(model: torch.nn.Module, runtime: Any, device: torch.device | str) -> torch.nn.Module:
+    """``model`` moved to ``device`` in the memory format of :func:`inference_memory_format` for the precision that
+    :func:`inference_autocast` will use (the conv weights' layout decides the layout oneDNN computes in)."""
+    bf16 = use_bf16(runtime, device, training=False)
+    return model.to(device=torch.device(device), memory_format=inference_memory_format(device, bf16))
+
+
 @contextlib.contextmanager
 def full_precision(device: torch.device | str) -> Iterator[None]:
     """Switch autocast off on ``device``'s type inside an autocast region (callers cast inputs with ``.float()``)."""
@@ -116,6 +134,8 @@ __all__ = [
     "cpu_bf16_native",
     "full_precision",
     "inference_autocast",
+    "inference_memory_format",
+    "inference_model",
     "precision_name",
     "resolve_cpu_bf16",
     "use_bf16",

@@ -30,12 +30,12 @@ def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
 def run(dataset: DatasetParams, classifier: ClassifierParams, runtime: RuntimeSection) -> dict:
     from auxseg.data.training import normalize_image
     from auxseg.engine import resolve_device
-    from auxseg.runtime import inference_autocast
+    from auxseg.runtime import inference_autocast, inference_model
 
     split = open_split(dataset, "val")
     device = resolve_device(runtime)
     model, normalization = load_classifier(classifier)
-    model.to(device)
+    model = inference_model(model, runtime, device)
     scores, targets = [], []
     with torch.inference_mode(), inference_autocast(runtime, device):
         for image_id in split.ids:

@@ -80,7 +80,7 @@ def _evaluate_network(name: str, logits_fn, normalization: Normalization, split,
 def run(final_round: str, dataset: DatasetParams, deeplab: DeepLabParams, pseudo_labels: PseudoLabelParams,
         evaluate: EvaluateParams, runtime: RuntimeSection) -> dict:
     from auxseg.engine import resolve_device
-    from auxseg.runtime import inference_autocast
+    from auxseg.runtime import inference_autocast, inference_model
     from auxseg.steps.train_deeplab import load_deeplab
 
     split, coverage = scored_split(open_split(dataset, "val"))
@@ -91,10 +91,10 @@ def run(final_round: str, dataset: DatasetParams, deeplab: DeepLabParams, pseudo
     else:
         device = resolve_device(runtime)
         deeplab_model, deeplab_meta = load_deeplab(deeplab.model_out)
-        deeplab_model.to(device)
+        deeplab_model = inference_model(deeplab_model, runtime, device)
         auxsegnet_path = Path(pseudo_labels.models_root) / f"{final_round}.pt"
         auxsegnet_model, auxsegnet_meta = load_auxsegnet(auxsegnet_path)
-        auxsegnet_model.to(device)
+        auxsegnet_model = inference_model(auxsegnet_model, runtime, device)
         for name, logits_fn, normalization in (
             ("deeplab", deeplab_model, model_normalization(deeplab_meta, deeplab.model_out)),
             ("auxsegnet", lambda x: auxsegnet_model(x).seg_refined, model_normalization(auxsegnet_meta, auxsegnet_path)),

@@ -56,7 +56,7 @@ def run(dataset: DatasetParams, single_stage: SingleStageParams, runtime: Runtim
     from auxseg.engine import resolve_device
     from auxseg.inference import forward_then_pool
     from auxseg.losses import present_classes
-    from auxseg.runtime import inference_autocast
+    from auxseg.runtime import inference_autocast, inference_model
     from auxseg.steps.evaluate import multiscale_probs_fn, predict_split
     from auxseg.steps.common import model_normalization
     from auxseg.steps.train_single_stage import load_single_stage, refine_and_cut
@@ -65,7 +65,7 @@ def run(dataset: DatasetParams, single_stage: SingleStageParams, runtime: Runtim
     device = resolve_device(runtime)
     model, meta = load_single_stage(params.model_out)
     normalization = model_normalization(meta, params.model_out)
-    model.to(device)
+    model = inference_model(model, runtime, device)
     # 1-Stage order: softmax on the stride-4 grid, then the probabilities are resized (infer_val.py)
     seg_probs = multiscale_probs_fn(lambda x: model(x).seg_logits, inference.scales, inference.flip, device,
                                     normalization, softmax_on_grid=True)

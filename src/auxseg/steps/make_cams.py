@@ -29,13 +29,13 @@ def run(dataset: DatasetParams, classifier: ClassifierParams, cams: CamParams, r
     from auxseg.cam import multiscale_cams, save_cams
     from auxseg.data.training import normalize_image
     from auxseg.engine import resolve_device
-    from auxseg.runtime import inference_autocast
+    from auxseg.runtime import inference_autocast, inference_model
     from tqdm import tqdm
 
     split = open_split(dataset, "train")
     device = resolve_device(runtime)
     model, normalization = load_classifier(classifier)
-    model.to(device)
+    model = inference_model(model, runtime, device)
     with staged_directory(cams.out_dir) as staging, torch.inference_mode(), inference_autocast(runtime, device):
         for image_id in tqdm(split.ids, desc="cams", mininterval=2.0):
             image = normalize_image(split.load_image(image_id), normalization).unsqueeze(0).to(device)

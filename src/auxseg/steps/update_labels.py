@@ -133,14 +133,14 @@ def run(dataset: DatasetParams, saliency: SaliencyParams, pseudo_labels: PseudoL
         round_name: str, round_params: RoundParams) -> None:
     from auxseg.engine import resolve_device
     from auxseg.inference import forward_then_pool
-    from auxseg.runtime import inference_autocast
+    from auxseg.runtime import inference_autocast, inference_model
 
     split = open_split(dataset, "train")
     device = resolve_device(runtime)
     model_path = Path(pseudo_labels.models_root) / f"{round_name}.pt"
     model, meta = load_auxsegnet(model_path)
     normalization = model_normalization(meta, model_path)
-    model.to(device)
+    model = inference_model(model, runtime, device)
     thresholds = label_thresholds(pseudo_labels, round_params)
     with staged_directory(Path(pseudo_labels.out_root) / round_name) as staging:
 

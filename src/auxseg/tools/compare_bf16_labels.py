@@ -41,7 +41,7 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
     from auxseg.io import load_label_png
     from auxseg.metrics import SegmentationMetric
     from auxseg.params import load_stage_params
-    from auxseg.runtime import bf16_autocast, cpu_bf16_native
+    from auxseg.runtime import bf16_autocast, cpu_bf16_native, inference_memory_format
     from auxseg.steps.common import load_auxsegnet, model_normalization, open_split
     from auxseg.steps.update_labels import label_task, label_thresholds, labels_of_task
 
@@ -55,6 +55,9 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
     ids = list(split.ids)[: args.images] if args.images else list(split.ids)
     model_path = Path(pseudo_labels.models_root) / f"{args.round}.pt"
     model, meta = load_auxsegnet(model_path)
+    models = {mode: (model if mode == "fp32" else load_auxsegnet(model_path)[0]) for mode in MODES}
+    for mode, network in models.items():  # bf16 in channels_last, as the stages run it
+        network.to(memory_format=inference_memory_format("cpu", mode == "bf16"))
     normalization = model_normalization(meta, model_path)
     thresholds = label_thresholds(pseudo_labels, rounds[args.round])
     stage_dir = Path(pseudo_labels.out_root) / args.round / "seg"
@@ -69,7 +72,7 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
             for mode in MODES:
                 start = time.perf_counter()
                 with bf16_autocast("cpu", mode == "bf16"):
-                    task = label_task(split, image_id, model, normalization, "cpu", params["saliency"], pseudo_labels,
+                    task = label_task(split, image_id, models[mode], normalization, "cpu", params["saliency"], pseudo_labels,
                                       thresholds, Path(scratch))
                 forward_s[mode] += time.perf_counter() - start
                 segs[mode] = labels_of_task(task)[0]

@@ -211,7 +211,7 @@ def run(model_path: str | Path, inputs: Sequence[str], out_dir: str | Path, *, s
     from auxseg.io import DataError, load_image_rgb
     from auxseg.parallel import process_map
     from auxseg.config import RuntimeParams
-    from auxseg.runtime import inference_autocast
+    from auxseg.runtime import inference_autocast, inference_model
 
     files, errors = collect_images(inputs)
     for message in errors:
@@ -222,7 +222,7 @@ def run(model_path: str | Path, inputs: Sequence[str], out_dir: str | Path, *, s
     model = load_segmentation_model(model_path)
     torch_device = resolve_device(device)
     precision = RuntimeParams(amp_bf16=bf16 != "off", cpu_bf16=bf16)
-    model.network.to(torch_device)
+    inference_model(model.network, precision, torch_device)  # in place: logits_fn uses this module
     if batch_size is None:
         batch_size = 8 if torch_device.type == "cuda" else 1
     # the single-stage model softmaxes on its stride-4 grid, as infer_single_stage does (1-Stage infer_val.py)
