@@ -319,3 +319,17 @@ def test_predict_with_bf16_agrees_with_its_fp32_labels(tmp_path):
         assert run(model_file, [str(photo)], tmp_path / setting, device="cpu", bf16=setting) == []
     fp32, bf16 = (load_label_png(tmp_path / setting / "photo.png") for setting in ("off", "on"))
     assert (fp32 == bf16).mean() >= LABEL_AGREEMENT
+
+
+def test_bf16_inference_runs_channels_last_and_fp32_keeps_its_layout():
+    from auxseg.runtime import inference_memory_format, inference_model
+
+    assert inference_memory_format("cpu", True) == torch.channels_last
+    assert inference_memory_format("cpu", False) == torch.contiguous_format
+    assert inference_memory_format("cuda", True) == torch.contiguous_format
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    assert inference_model(model, RuntimeParams(cpu_bf16="off"), "cpu") is model
+    assert model[0].weight.is_contiguous()
+    inference_model(model, RuntimeParams(cpu_bf16="on"), "cpu")
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last) and not model[0].weight.is_contiguous()
+

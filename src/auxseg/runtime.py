@@ -95,23 +95,6 @@ def inference_autocast(runtime: Any, device: torch.device | str) -> contextlib.A
     return bf16_autocast(device, use_bf16(runtime, device, training=False))
 
 
-@contextlib.contextmanager
-def cached_casts(device: torch.device | str) -> Iterator[None]:
-    """Keep autocast's cache of bf16 weight casts across the autocast regions opened inside this one.
-
-    Autocast casts every fp32 weight to bf16 on first use and clears that cache when its outermost region exits; a
-    region per image therefore recasts all weights for every image (ResNet-38: about 120 ms of its 2.3 s bf16 forward
-    on 2 cores). This opens an outer, *disabled* autocast level, so the casts live until it exits. Nothing else
-    changes: the inner regions decide the precision, and the cached casts hold the same values.
-    """
-    kind = torch.device(device).type
-    if kind not in ("cpu", "cuda"):
-        yield
-        return
-    with torch.autocast(device_type=kind, enabled=False):
-        yield
-
-
 def inference_memory_format(device: torch.device | str, bf16: bool) -> torch.memory_format:
     """``torch.channels_last`` for bf16 forward passes on the CPU, else ``torch.contiguous_format``.
 
@@ -148,7 +131,6 @@ def precision_name(enabled: bool) -> str:
 __all__ = [
     "CPU_BF16_CHOICES",
     "bf16_autocast",
-    "cached_casts",
     "cpu_bf16_native",
     "full_precision",
     "inference_autocast",

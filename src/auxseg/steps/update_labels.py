@@ -133,7 +133,7 @@ def run(dataset: DatasetParams, saliency: SaliencyParams, pseudo_labels: PseudoL
         round_name: str, round_params: RoundParams) -> None:
     from auxseg.engine import resolve_device
     from auxseg.inference import forward_then_pool
-    from auxseg.runtime import cached_casts, inference_autocast, inference_model
+    from auxseg.runtime import inference_autocast, inference_model
 
     split = open_split(dataset, "train")
     device = resolve_device(runtime)
@@ -149,6 +149,5 @@ def run(dataset: DatasetParams, saliency: SaliencyParams, pseudo_labels: PseudoL
                 return label_task(split, image_id, model, normalization, device, saliency, pseudo_labels, thresholds,
                                   staging)
 
-        with cached_casts(device):  # bf16: the weights are cast once, not once per image
-            forward_then_pool(split.ids, forward, _finish, workers=runtime.crf_workers, desc=f"labels {round_name}")
+        forward_then_pool(split.ids, forward, _finish, workers=runtime.crf_workers, desc=f"labels {round_name}")
     print(f"round {round_name}: {len(split.ids)} label maps -> {pseudo_labels.out_root}/{round_name}")

@@ -133,7 +133,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Time every stage of ``args.stages`` in both modes; returns the figures (see the module docstring)."""
     import torch
 
-    from auxseg.runtime import bf16_autocast, cached_casts, inference_memory_format
+    from auxseg.runtime import bf16_autocast, inference_memory_format
     from auxseg.tools.bench_label_update import load_average, machine_setting, synthetic_inputs
 
     torch.set_num_threads(args.threads)
@@ -151,10 +151,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             with torch.inference_mode(), bf16_autocast("cpu", enabled):
                 return run()
 
-        with cached_casts("cpu"):  # bf16 weights cast once (in the warm-up), as the stages cast them once
-            seconds, outputs = time_alternating(
-                {"fp32": lambda: call(False, run), "bf16": lambda: call(True, run_bf16)}, args.repeats, args.warmup
-            )
+        seconds, outputs = time_alternating(
+            {"fp32": lambda: call(False, run), "bf16": lambda: call(True, run_bf16)}, args.repeats, args.warmup
+        )
         del model, model_bf16
         fp32, bf16 = outputs["fp32"], outputs["bf16"]
         stages[stage] = {

@@ -271,7 +271,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     modes = ("fp32", "bf16") if args.precision == "both" else (args.precision,)
     load_start = load_average()
 
-    from auxseg.runtime import cached_casts, inference_memory_format
+    from auxseg.runtime import inference_memory_format
 
     backbone_marks: list[float] = []
     models = {}
@@ -294,8 +294,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     disagreement: list[float] = []
     grid: tuple[int, int] | None = None
     affinity_bytes = 0
-    # cached_casts: bf16 weight casts are made once, on the warm-up image, as update_labels makes them once per stage
-    with tempfile.TemporaryDirectory(prefix="bench_label_update.") as out_dir, cached_casts("cpu"):
+    with tempfile.TemporaryDirectory(prefix="bench_label_update.") as out_dir:
         for index in range(args.warmup + args.images):
             inputs = synthetic_inputs(args.seed * 1_000_003 + index, args.height, args.width, args.classes, args.present)
             segs = {}

@@ -41,7 +41,7 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
     from auxseg.io import load_label_png
     from auxseg.metrics import SegmentationMetric
     from auxseg.params import load_stage_params
-    from auxseg.runtime import bf16_autocast, cached_casts, cpu_bf16_native, inference_memory_format
+    from auxseg.runtime import bf16_autocast, cpu_bf16_native, inference_memory_format
     from auxseg.steps.common import load_auxsegnet, model_normalization, open_split
     from auxseg.steps.update_labels import label_task, label_thresholds, labels_of_task
 
@@ -66,7 +66,7 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
     forward_s = {mode: 0.0 for mode in MODES}
     differing = labelled_either = total = images_differing = 0
     equal_to_stage: bool | None = True if stage_dir.is_dir() else None
-    with tempfile.TemporaryDirectory(prefix="compare_bf16_labels.") as scratch, cached_casts("cpu"):
+    with tempfile.TemporaryDirectory(prefix="compare_bf16_labels.") as scratch:
         for image_id in ids:
             segs = {}
             for mode in MODES:

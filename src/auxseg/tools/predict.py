@@ -211,7 +211,7 @@ def run(model_path: str | Path, inputs: Sequence[str], out_dir: str | Path, *, s
     from auxseg.io import DataError, load_image_rgb
     from auxseg.parallel import process_map
     from auxseg.config import RuntimeParams
-    from auxseg.runtime import cached_casts, inference_autocast, inference_model
+    from auxseg.runtime import inference_autocast, inference_model
 
     files, errors = collect_images(inputs)
     for message in errors:
@@ -232,7 +232,7 @@ def run(model_path: str | Path, inputs: Sequence[str], out_dir: str | Path, *, s
     out_dir.mkdir(parents=True, exist_ok=True)
     chunk = max(batch_size, 8)
     written = 0
-    with tqdm(total=len(files), desc="predict", unit="image", mininterval=1.0) as progress, cached_casts(torch_device):
+    with tqdm(total=len(files), desc="predict", unit="image", mininterval=1.0) as progress:
         for start in range(0, len(files), chunk):
             loaded: list[tuple[Path, np.ndarray]] = []
             for path in files[start : start + chunk]:
