@@ -121,3 +121,12 @@ def test_params_are_frozen_and_constructing_them_validates():
         SyntheticParams(n_train=0)
     with pytest.raises(ParamError, match=r"^min_side: 200 is larger than max_side"):
         SyntheticParams(min_side=200, max_side=100)
+
+
+@pytest.mark.parametrize("scales, message", [([], r"evaluate\.scales: must not be empty"),
+                                             ([1.0, 0.0], r"evaluate\.scales: 0\.0 is out of range \(must be > 0\.0\)")])
+def test_evaluate_scales_are_bounded_like_the_single_stage_ones(scales, message):
+    from auxseg.config import EvaluateParams
+
+    with pytest.raises(ParamError, match=message):
+        parse_section(EvaluateParams, {"scales": scales}, "evaluate")

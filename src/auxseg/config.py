@@ -432,13 +432,20 @@ class DeepLabParams:
             )
 
 
-@section("evaluate")
-class EvaluateParams:
-    """Validation inference of the final DeepLab and of AuxSegNet's refined segmentation head."""
+@schema
+class MultiScaleInferenceParams:
+    """Test-time scales (mean softmax over them) and horizontal flips, then the dense CRF's mean-field iterations;
+    shared by ``evaluate`` and the single-stage inference so that their val numbers compare."""
 
-    scales: list[Float] = field([1.0, 0.75, 1.25])
+    scales: items(Float, non_empty=True, gt=0.0) = field([1.0, 0.75, 1.25])
     flip: Bool = True
     crf_iterations: Int = field(10, ge=1)
+
+
+@section("evaluate")
+class EvaluateParams(MultiScaleInferenceParams):
+    """Validation inference of the final DeepLab and of AuxSegNet's refined segmentation head."""
+
     metrics_out: Str = "metrics/final.json"
     confusion_out: Str = "metrics/confusion_final.csv"
     summary_csv: Str = "metrics/miou_per_round.csv"
@@ -486,12 +493,9 @@ class PseudoCutParams:
 
 
 @schema
-class SingleStageInferenceParams:
-    """Inference of ``infer_single_stage`` (defaults as ``evaluate``, so that the val numbers compare)."""
+class SingleStageInferenceParams(MultiScaleInferenceParams):
+    """Inference of ``infer_single_stage``: evaluate's scales, flips and CRF, plus 1-Stage's val post-processing."""
 
-    scales: items(Float, non_empty=True, gt=0.0) = field([1.0, 0.75, 1.25])
-    flip: Bool = True
-    crf_iterations: Int = field(10, ge=1)
     bg_power: Float = field(
         1.0, gt=0.0, help="val: background probability raised to this power before the argmax (1-Stage: 3; 1 = off)"
     )

@@ -3,6 +3,7 @@ are in :mod:`auxseg.models.backbones`; :mod:`auxseg.models.resnet38` builds on t
 
 from __future__ import annotations
 
+import abc
 from typing import Iterable
 
 from torch import Tensor, nn
@@ -14,7 +15,7 @@ VALID_OUTPUT_STRIDES = (8, 16)
 """Output strides every backbone offers."""
 
 
-class Backbone(nn.Module):
+class Backbone(nn.Module, abc.ABC):
     """Base class of every backbone.
 
     Subclasses set ``out_channels``, ``low_channels``, ``output_stride``, ``freeze_bn`` and, when their inputs are
@@ -39,9 +40,9 @@ class Backbone(nn.Module):
         """x (B, 3, H, W) normalised -> (B, out_channels, ceil(H/os), ceil(W/os))."""
         return self.forward_features(x)["out"]
 
+    @abc.abstractmethod
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:
         """x (B, 3, H, W) -> {"low": (B, low_channels, ceil(H/4), ceil(W/4)), "out": forward(x)}."""
-        raise NotImplementedError(f"{type(self).__name__} must implement forward_features")
 
     def frozen_modules(self) -> Iterable[nn.Module]:
         """Modules whose parameters are never trained (besides BatchNorm under ``freeze_bn``)."""
