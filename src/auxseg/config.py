@@ -15,7 +15,8 @@ from auxseg import IGNORE_INDEX
 from auxseg.class_names import check_class_names
 from auxseg.schema import SECTIONS, TOP_LEVEL_SCALARS  # noqa: F401  (re-exported once this module filled them)
 from auxseg.schema import (
-    Bool, Field, Finite, Float, Identifier, Int, ParamError, Str, check_identifier, field, items, schema, section, to_dict,
+    Bool, Field, Finite, Float, Fraction, Identifier, Int, NonNegativeFinite, NonNegativeFloat, NonNegativeInt, ParamError,
+    PositiveFloat, PositiveInt, Str, check_identifier, field, items, schema, section, to_dict,
 )
 
 
@@ -61,14 +62,14 @@ class DatasetParams:
 class SyntheticParams:
     """The embedded synthetic VOC-style benchmark written by the first stage."""
 
-    n_train: Int = field(240, ge=1)
-    n_val: Int = field(80, ge=1)
+    n_train: PositiveInt = 240
+    n_val: PositiveInt = 80
     num_classes: Int = field(6, ge=2, le=20, help="foreground classes (background is class 0)")
     min_side: Int = field(96, ge=32)
     max_side: Int = field(160, ge=32)
     max_objects: Int = field(3, ge=1, le=8)
-    distractor_rate: Float = field(0.5, ge=0.0, le=1.0, help="probability that an image holds class-less salient distractors")
-    cooccurrence_rate: Float = field(0.6, ge=0.0, le=1.0, help="probability that a class's partner class joins it")
+    distractor_rate: Fraction = field(0.5, help="probability that an image holds class-less salient distractors")
+    cooccurrence_rate: Fraction = field(0.6, help="probability that a class's partner class joins it")
     part_fraction: Float = field(0.25, gt=0.0, lt=1.0, help="share of an object's area covered by its class-specific part")
     boundary_width: Int = field(1, ge=0, le=5, help="width in pixels of the 255 band along object boundaries")
     seed: Int = 0
@@ -88,7 +89,7 @@ class PrepareDataParams:
     """Validate the dataset once and write the manifest every later stage reads."""
 
     out_dir: Str = field("data/prepared", help="manifest folder: <split>.json with ids, image-level labels, sizes")
-    workers: Int = field(2, ge=1, help="processes used to decode and check every image and mask")
+    workers: PositiveInt = field(2, help="processes used to decode and check every image and mask")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -109,17 +110,17 @@ class OptimParams:
     "momentum 0.9" is only the poly exponent). With that preset ``momentum`` and ``weight_decay`` are ignored.
     """
 
-    epochs: Int = field(10, ge=1, help="passes over the training set")
-    batch_size: Int = field(8, ge=1, help="images per process and iteration")
-    lr: Float = field(0.01, gt=0.0, help="base learning rate (groups with lr_mult 1)")
-    head_lr_mult: Float = field(10.0, gt=0.0, help="lr multiplier callers give to newly initialised heads")
+    epochs: PositiveInt = field(10, help="passes over the training set")
+    batch_size: PositiveInt = field(8, help="images per process and iteration")
+    lr: PositiveFloat = field(0.01, help="base learning rate (groups with lr_mult 1)")
+    head_lr_mult: PositiveFloat = field(10.0, help="lr multiplier callers give to newly initialised heads")
     momentum: Float = field(0.9, ge=0.0, lt=1.0)
-    weight_decay: Float = field(1e-4, ge=0.0)
-    poly_power: Float = field(0.9, ge=0.0, help="lr = base * lr_mult * (1 - it / max_it) ** poly_power")
+    weight_decay: NonNegativeFloat = 1e-4
+    poly_power: NonNegativeFloat = field(0.9, help="lr = base * lr_mult * (1 - it / max_it) ** poly_power")
     preset: Literal["standard", "published_code"] = field(
         "standard", help="published_code: momentum 1e-5 and weight decay 0, as AuxSegNet's released code runs"
     )
-    log_every: Int = field(10, ge=1, help="iterations per logged (averaged) point of the loss curves")
+    log_every: PositiveInt = field(10, help="iterations per logged (averaged) point of the loss curves")
 
     @property
     def effective_momentum(self) -> float:
@@ -145,7 +146,7 @@ class RuntimeParams:
         "off", help="CPU: bf16 autocast of the trainings (changes results more than inference); auto | on | off"
     )
     channels_last: Bool = field(True, help="channels_last memory format (CUDA only)")
-    num_workers: Int = field(0, ge=0, help="DataLoader worker processes per rank")
+    num_workers: NonNegativeInt = field(0, help="DataLoader worker processes per rank")
     find_unused_parameters: Bool = field(False, help="DDP: allow parameters that get no gradient in a step")
 
     @field_validator("cpu_bf16", "cpu_bf16_train", mode="before")
@@ -159,9 +160,9 @@ class RuntimeParams:
 class AugmentParams:
     """Training augmentation (AuxSegNet's released code: crop 321, scale 0.7–1.3, flip; the paper: colour jitter)."""
 
-    crop_size: Int = field(321, ge=1, help="side S of the square training crop")
-    scale_min: Float = field(0.7, gt=0.0)
-    scale_max: Float = field(1.3, gt=0.0)
+    crop_size: PositiveInt = field(321, help="side S of the square training crop")
+    scale_min: PositiveFloat = 0.7
+    scale_max: PositiveFloat = 1.3
     flip: Bool = field(True, help="random horizontal flip with p = 0.5")
     color_jitter: Float = field(
         0.0, ge=0.0, lt=1.0,
@@ -185,9 +186,10 @@ class AugmentParams:
 class LossWeights:
     """AuxSegNet loss: cls·L_cls + sal·(L_sal_init + L_sal_refined) + seg·(L_seg_init + L_seg_refined)."""
 
-    cls: Finite = field(1.0, ge=0.0)
-    sal: Finite = field(1.0, ge=0.0)
-    seg: Finite = field(1.0, ge=0.0)
+    cls: NonNegativeFinite = 1.0
+    sal: NonNegativeFinite = 1.0
+    seg: NonNegativeFinite = 1.0
+
 
 @schema
 class AuxLossParams:
@@ -198,19 +200,19 @@ class AuxLossParams:
     The LR loss is RECONSTRUCTED (spec §3: the paper's formula was not retrieved).
     """
 
-    aa_weight: Finite = field(0.0, ge=0.0, help="λ_AA; 0 = off (spec §6.1 suggests 1, sweep 0.3–1)")
-    aa_dilation: Int = field(1, ge=1, help="neighbour offset d on the logit grid (stride 8: d=1 is 8 px)")
-    aa_margin: Finite = field(3.0, ge=0.0, help="margin m of the push term max(0, m·w − D)")
+    aa_weight: NonNegativeFinite = field(0.0, help="λ_AA; 0 = off (spec §6.1 suggests 1, sweep 0.3–1)")
+    aa_dilation: PositiveInt = field(1, help="neighbour offset d on the logit grid (stride 8: d=1 is 8 px)")
+    aa_margin: NonNegativeFinite = field(3.0, help="margin m of the push term max(0, m·w − D)")
     aa_confidence: Literal["labels", "constant"] = field(
         "labels", help="w_ij = max(c_i, c_j) from the confidence maps written with the labels, or c ≡ 1 (plain AFF)"
     )
-    lr_weight: Finite = field(0.0, ge=0.0, help="λ_LR; 0 = off (no projection head is built)")
+    lr_weight: NonNegativeFinite = field(0.0, help="λ_LR; 0 = off (no projection head is built)")
     lr_variant: Literal["prototype", "correction"] = field(
         "prototype", help="prototype: prototype CE on reassigned targets (§3 4a); correction: also corrects the CE targets (§3 4b)"
     )
     lr_tau: Finite = field(0.1, gt=0.0, help="temperature τ of the prototype cross-entropy")
-    lr_warmup: Float = field(0.15, ge=0.0, le=1.0, help="fraction of the iterations before the LR loss switches on")
-    lr_embed_dim: Int = field(32, ge=1, help="width D of the pixel embedding of the projection head")
+    lr_warmup: Fraction = field(0.15, help="fraction of the iterations before the LR loss switches on")
+    lr_embed_dim: PositiveInt = field(32, help="width D of the pixel embedding of the projection head")
 
     @property
     def aa_on(self) -> bool:
@@ -244,7 +246,7 @@ class AuxLossParams:
 class RuntimeSection(RuntimeParams):
     """Shared by every stage that runs a network (device, precision, loader and CRF workers)."""
 
-    crf_workers: Int = field(2, ge=1, help="processes for per-image CRF/fusion/writing (one BLAS thread each)")
+    crf_workers: PositiveInt = field(2, help="processes for per-image CRF/fusion/writing (one BLAS thread each)")
 
 
 @section("saliency")
@@ -254,7 +256,7 @@ class SaliencyParams:
     method: Literal["training_free", "external"] = "training_free"
     external_dir: Optional[Str] = field(None, help="folder of 8-bit grey PNGs <id>.png (DSS/PoolNet format)")
     out_dir: Str = "data/saliency"
-    workers: Int = field(2, ge=1)
+    workers: PositiveInt = 2
     metrics_out: Str = "metrics/saliency_prior.json"
 
     def validate(self, name: str) -> None:
@@ -299,10 +301,10 @@ class ClassifierParams:
 class CamParams:
     """Multi-scale CAM extraction with flips, and the CAM-seed evaluation."""
 
-    scales: items(Float, non_empty=True, gt=0.0) = field([1.0, 0.5, 1.5, 2.0])
+    scales: items(PositiveFloat, non_empty=True) = field([1.0, 0.5, 1.5, 2.0])
     flip: Bool = True
     out_dir: Str = "data/cams"
-    thresholds: items(Float, non_empty=True, ge=0.0, le=1.0) = field([0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6])
+    thresholds: items(Fraction, non_empty=True) = field([0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6])
     metrics_out: Str = "metrics/cam_seeds.json"
     details_out: Str = field("metrics/details/cam_seeds.json", help="the threshold sweep (versioned, not a metric)")
 
@@ -311,9 +313,9 @@ class CamParams:
 class PseudoLabelParams:
     """Fusion of CAMs and saliency into pseudo labels (spec §4), defaults of the released code."""
 
-    cam_threshold: Float = field(0.2, ge=0.0, le=1.0)
-    saliency_threshold: Float = field(0.06, ge=0.0, le=1.0)
-    saliency_crf_iterations: Int = field(1, ge=0, help="mean-field steps of the saliency CRF (0: no CRF)")
+    cam_threshold: Fraction = 0.2
+    saliency_threshold: Fraction = 0.06
+    saliency_crf_iterations: NonNegativeInt = field(1, help="mean-field steps of the saliency CRF (0: no CRF)")
     out_root: Str = field("data/rounds", help="labels of round rK go to <out_root>/rK/{seg,sal,conf}")
     models_root: Str = field("models/rounds", help="the model of round rK is <models_root>/rK.pt")
     metrics_root: Str = field("metrics/rounds", help="metrics of round rK go to <metrics_root>/rK.json")
@@ -352,9 +354,9 @@ class RoundParams:
 
     prev: Identifier
     loss_weights: Optional[LossWeights] = None
-    cam_threshold: Optional[Float] = field(None, ge=0.0, le=1.0)
-    saliency_threshold: Optional[Float] = field(None, ge=0.0, le=1.0)
-    epochs: Optional[Int] = field(None, ge=1)
+    cam_threshold: Optional[Fraction] = None
+    saliency_threshold: Optional[Fraction] = None
+    epochs: Optional[PositiveInt] = None
 
 
 TOP_LEVEL_SCALARS["rounds"] = (dict[Identifier, RoundParams], {"r1": {"prev": "r0"}})
@@ -414,8 +416,8 @@ class DeepLabParams:
     aux_losses: AuxLossParams = field(
         AuxLossParams(), help="AA/LR on the stride-8 logits, with the final round's labels and confidence maps"
     )
-    seed: Optional[Int] = field(
-        None, ge=0, help="seed of this training only (null: the global seed); a sweep re-runs train_deeplab + evaluate"
+    seed: Optional[NonNegativeInt] = field(
+        None, help="seed of this training only (null: the global seed); a sweep re-runs train_deeplab + evaluate"
     )
     model_out: Str = "models/deeplab.pt"
     live_dir: Str = "dvclive/deeplab"
@@ -437,9 +439,9 @@ class MultiScaleInferenceParams:
     """Test-time scales (mean softmax over them) and horizontal flips, then the dense CRF's mean-field iterations;
     shared by ``evaluate`` and the single-stage inference so that their val numbers compare."""
 
-    scales: items(Float, non_empty=True, gt=0.0) = field([1.0, 0.75, 1.25])
+    scales: items(PositiveFloat, non_empty=True) = field([1.0, 0.75, 1.25])
     flip: Bool = True
-    crf_iterations: Int = field(10, ge=1)
+    crf_iterations: PositiveInt = 10
 
 
 @section("evaluate")
@@ -457,7 +459,7 @@ class SamplesParams:
     """Composite pictures of a fixed set of train images, one row each (DVC image plots):
     image | ground truth (when the image has a mask) | CAM seeds | r0 | r1 | … | final DeepLab."""
 
-    num_images: Int = field(6, ge=1, help="evenly spaced train images (steps.common.select_sample_ids)")
+    num_images: PositiveInt = field(6, help="evenly spaced train images (steps.common.select_sample_ids)")
     cell_height: Int = field(128, ge=32, le=1024, help="height of every picture in the row, pixels")
     out_dir: Str = field("metrics/samples", help="<out_dir>/<id>.png, one composite row per image")
 
@@ -470,37 +472,37 @@ class SamplesParams:
 class SingleStageWidths:
     """Channel widths of the 1-Stage decoder (the paper: 256 / 48 / 256 / 256; narrower for the CPU tiny backbone)."""
 
-    aspp: Int = field(64, ge=1, help="ASPP output channels")
-    skip: Int = field(32, ge=1, help="1×1 projection of the stride-4 backbone features")
-    decoder: Int = field(64, ge=1, help="width of the deep and shallow (GCI) streams the Stochastic Gate mixes")
-    head: Int = field(64, ge=1, help="the two 3×3 convs of the segmentation head")
+    aspp: PositiveInt = field(64, help="ASPP output channels")
+    skip: PositiveInt = field(32, help="1×1 projection of the stride-4 backbone features")
+    decoder: PositiveInt = field(64, help="width of the deep and shallow (GCI) streams the Stochastic Gate mixes")
+    head: PositiveInt = field(64, help="the two 3×3 convs of the segmentation head")
 
 
 @schema
 class PamrParams:
     """Pixel-adaptive mask refinement of the online masks (spec §1.3 step 1)."""
 
-    iterations: Int = field(10, ge=0)
-    dilations: items(Int, non_empty=True, ge=1) = field([1, 2, 4, 8, 12, 24], help="3×3 neighbourhoods at these dilations (stride-4 grid)")
+    iterations: NonNegativeInt = 10
+    dilations: items(PositiveInt, non_empty=True) = field([1, 2, 4, 8, 12, 24], help="3×3 neighbourhoods at these dilations (stride-4 grid)")
 
 @schema
 class PseudoCutParams:
     """Online pseudo labels from the refined masks: τ_c = max(min_threshold, r_c · max_i m_ic) (spec §1.3 step 3)."""
 
-    r_bg: Float = field(0.7, ge=0.0, le=1.0, help="ratio r of the background channel")
-    r_fg: Float = field(0.6, ge=0.0, le=1.0, help="ratio r of the foreground channels")
-    min_threshold: Float = field(0.2, ge=0.0, le=1.0)
+    r_bg: Fraction = field(0.7, help="ratio r of the background channel")
+    r_fg: Fraction = field(0.6, help="ratio r of the foreground channels")
+    min_threshold: Fraction = 0.2
 
 
 @schema
 class SingleStageInferenceParams(MultiScaleInferenceParams):
     """Inference of ``infer_single_stage``: evaluate's scales, flips and CRF, plus 1-Stage's val post-processing."""
 
-    bg_power: Float = field(
-        1.0, gt=0.0, help="val: background probability raised to this power before the argmax (1-Stage: 3; 1 = off)"
+    bg_power: PositiveFloat = field(
+        1.0, help="val: background probability raised to this power before the argmax (1-Stage: 3; 1 = off)"
     )
-    min_class_score: Float = field(
-        0.0, ge=0.0, le=1.0, help="val: classes whose sigmoid class score is below this are dropped (1-Stage: 0.1; 0 = off)"
+    min_class_score: Fraction = field(
+        0.0, help="val: classes whose sigmoid class score is below this are dropped (1-Stage: 0.1; 0 = off)"
     )
 
 @section("single_stage")
@@ -516,14 +518,14 @@ class SingleStageParams:
     widths: SingleStageWidths = field(SingleStageWidths())
     augment: AugmentParams = field(AugmentParams(crop_size=128))
     optim: OptimParams = field(OptimParams(epochs=20, batch_size=8, lr=0.01, log_every=5))
-    seg_weight: Float = field(1.0, ge=0.0, help="weight of the class-balanced CE on the online pseudo labels")
-    seg_warmup_epochs: Int = field(5, ge=0, help="classification-only epochs before L_seg (and AA, LR) switch on")
+    seg_weight: NonNegativeFloat = field(1.0, help="weight of the class-balanced CE on the online pseudo labels")
+    seg_warmup_epochs: NonNegativeInt = field(5, help="classification-only epochs before L_seg (and AA, LR) switch on")
     pamr: PamrParams = field(PamrParams())
     pseudo_labels: PseudoCutParams = field(PseudoCutParams())
     aux_losses: AuxLossParams = field(
         AuxLossParams(), help="AA/LR at the stride-4 masks; aa_confidence labels = per-pixel max of the PAMR masks"
     )
-    seed: Optional[Int] = field(None, ge=0, help="seed of the single-stage training (null: the global seed)")
+    seed: Optional[NonNegativeInt] = field(None, help="seed of the single-stage training (null: the global seed)")
     inference: SingleStageInferenceParams = field(SingleStageInferenceParams())
     model_out: Str = "models/single_stage.pt"
     live_dir: Str = "dvclive/single_stage"

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import YAMLError
 
 from auxseg.config import SECTIONS, TOP_LEVEL_SCALARS
 from auxseg.io import DataError, read_text_file
-from auxseg.schema import ParamError, parse_section, parse_value
+from auxseg.schema import ParamError, parse_value
 
 Leaf = tuple[tuple[str, ...], Any]
 """(key path, new value) of one edit, e.g. ``(("synthetic", "n_train"), 24)``."""
@@ -51,14 +51,18 @@ def load_yaml(text: str, where: str | os.PathLike) -> Any:
         raise ParamError(f"{where}: not valid YAML ({error})") from None
 
 
-def read_params_file(path: str | os.PathLike = "params.yaml") -> dict:
-    """The mapping in ``path``; ParamError for a missing file, bad YAML, a duplicate or an unknown top-level key."""
-    path = Path(path)
-    if not path.is_file():
-        raise ParamError(f"{path}: params file not found")
-    data = load_yaml(read_params_text(path), path) or {}
+def read_params(path: str | os.PathLike = "params.yaml") -> tuple[str, dict]:
+    """Text and mapping of a params file; ParamError for a missing file, bad YAML, a duplicate key or no mapping."""
+    text = read_params_text(path := Path(path))
+    data = load_yaml(text, path) or {}
     if not isinstance(data, dict):
         raise ParamError(f"{path}: expected a mapping of sections")
+    return text, data
+
+
+def read_params_file(path: str | os.PathLike = "params.yaml") -> dict:
+    """The mapping in ``path``; ParamError for a missing file, bad YAML, a duplicate or an unknown top-level key."""
+    data = read_params(path := Path(path))[1]
     known = set(SECTIONS) | set(TOP_LEVEL_SCALARS)
     unknown = sorted(set(data) - known, key=str)
     if unknown:
@@ -68,9 +72,7 @@ def read_params_file(path: str | os.PathLike = "params.yaml") -> dict:
 
 def parse_entry(name: str, value: Any) -> Any:
     """Top-level entry ``name`` (a section or a scalar such as ``seed``) parsed from its raw ``value``."""
-    if name in TOP_LEVEL_SCALARS:
-        return parse_value(TOP_LEVEL_SCALARS[name][0], value, name)
-    return parse_section(SECTIONS[name], value, name)
+    return parse_value(TOP_LEVEL_SCALARS[name][0] if name in TOP_LEVEL_SCALARS else SECTIONS[name], value, name)
 
 
 def validate_params_file(path: str | os.PathLike = "params.yaml") -> dict[str, Any]:
@@ -80,9 +82,10 @@ def validate_params_file(path: str | os.PathLike = "params.yaml") -> dict[str, A
 
 # ------------------------------------------------------------------------------------------------------- editing
 def _roundtrip() -> YAML:
-    """ruamel's round-trip loader/dumper: quotes kept, ``null`` written (not an empty value), lines never re-wrapped."""
+    """ruamel's round-trip loader/dumper: quotes kept, ``null`` written (not an empty value), lines never re-wrapped,
+    a list set by an edit written in flow style (``[1.0, 0.5]``)."""
     handler = YAML(typ="rt")
-    handler.width, handler.preserve_quotes = 4096, True
+    handler.width, handler.preserve_quotes, handler.default_flow_style = 4096, True, None
     handler.representer.add_representer(
         type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null")
     )
@@ -92,7 +95,7 @@ def _roundtrip() -> YAML:
 def edit_entries(text: str, edit: Callable[[CommentedMap], None]) -> str:
     """``text`` after ``edit`` changed ruamel's round-trip document of it (comments and key order travel with the
     data). The top-level entries that ``edit`` added or changed are rendered by ruamel; every other line of ``text``
-    is kept byte for byte."""
+    is kept byte for byte. The result is checked to parse to exactly the edited document."""
     if text and not text.endswith("\n"):
         text += "\n"
     before, after = _roundtrip().load(text) or CommentedMap(), _roundtrip().load(text) or CommentedMap()
@@ -107,35 +110,44 @@ def edit_entries(text: str, edit: Callable[[CommentedMap], None]) -> str:
         return {key: lines[start:end] for key, start, end in zip(document, [0] + starts[:-1], starts)}
 
     old, new = entry_lines(text), entry_lines(rendered)
-    lines = [old[key] if key in before and before[key] == after[key] else new[key] for key in after]
-    return "".join(line for entry in lines for line in entry)
+    result = "".join(line for key in after for line in (old if key in before and before[key] == after[key] else new)[key])
+    if load_yaml(result, "the edited params") != after:
+        raise RuntimeError("the edited params text does not parse to the intended params (please report this)")
+    return result
+
+
+def set_leaves(params: dict, leaves: list[Leaf], params_name: str = "params.yaml") -> dict:
+    """``params`` (a mapping, edited in place and returned) with every leaf replaced; ParamError for a leaf that
+    ``params`` lacks or that is a mapping there (an edit only changes existing values)."""
+    for path, value in leaves:
+        node = params
+        for depth, key in enumerate(path):
+            if not isinstance(node, dict) and depth == len(path) - 1:
+                raise ParamError(f"{'.'.join(path[:-1])}: is not a mapping in {params_name}, cannot set {'.'.join(path)}")
+            if not isinstance(node, dict) or key not in node:
+                missing = ".".join(path[: depth + 1])
+                raise ParamError(f"{missing}: not in {params_name} (a profile only changes existing keys)")
+            node, parent = node[key], node
+        if isinstance(node, dict):
+            raise ParamError(f"{'.'.join(path)}: is a mapping in {params_name}; the profile must set its keys, not {value!r}")
+        parent[path[-1]] = value
+    return params
 
 
 def set_values(text: str, leaves: list[Leaf]) -> str:
-    """``text`` with every leaf (key path, value) set; a list is written in flow style (``[1.0, 0.5]``)."""
-
-    def assign(document: CommentedMap) -> None:
-        for path, value in leaves:
-            parent = document
-            for key in path[:-1]:
-                parent = parent[key]
-            if isinstance(value, list):
-                value = CommentedSeq(value)
-                value.fa.set_flow_style()
-            parent[path[-1]] = value
-
-    return edit_entries(text, assign)
+    """``text`` with every leaf (key path, value) of existing keys set; a list is written in flow style."""
+    return edit_entries(text, lambda document: set_leaves(document, leaves))
 
 
-def write_params_text(path: str | os.PathLike, text: str, expected: dict,
+def write_params_text(path: str | os.PathLike, text: str, expected: dict | None = None,
                       check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Replace ``path`` with ``text`` atomically, once ``text`` parses to ``expected`` and validates.
+    """Replace ``path`` with ``text`` atomically, once ``text`` parses to ``expected`` (when given) and validates.
 
     ``check`` gets the parsed entries (:func:`validate_params_file`) for extra checks (it raises :class:`ParamError`).
     Returns the parsed entries. The file keeps its permission bits.
     """
     path = Path(path)
-    if load_yaml(text, path) != expected:
+    if expected is not None and load_yaml(text, path) != expected:
         raise RuntimeError(f"{path}: the edited text does not parse to the intended params (please report this)")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -155,3 +167,10 @@ def write_params_text(path: str | os.PathLike, text: str, expected: dict,
             os.unlink(tmp)
         raise
     return parsed
+
+
+def edit_params_file(path: str | os.PathLike, edit: Callable[[CommentedMap], Any],
+                     check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Apply ``edit`` to the round-trip document of params file ``path`` (:func:`edit_entries`), then validate the
+    result and write it atomically (:func:`write_params_text`); returns the parsed entries."""
+    return write_params_text(path, edit_entries(read_params(path)[0], edit), check=check)

@@ -2,53 +2,43 @@
 
 Every params class is a pydantic dataclass made with :func:`schema` (frozen, unknown keys forbidden). Scalars use the
 strict aliases :data:`Int`, :data:`Float` (an int is accepted and becomes a float), :data:`Str` and :data:`Bool`, so
-``"6"``, ``6.5`` or ``true`` is no integer; bounds come from ``Field(ge=..., le=...)``, choices from ``Literal``.
-Cross-field checks are ``validate(self, name)`` methods, run as a pydantic model validator. :func:`parse_section`
-builds a class from a mapping and turns pydantic's ``ValidationError`` into one :class:`ParamError` whose message
-starts with the full key (``synthetic.n_train: 0 is out of range (must be >= 1)``); so does direct construction.
+``"6"``, ``6.5`` or ``true`` is no integer; bounds come from the bounded aliases (:data:`PositiveInt`,
+:data:`Fraction`, ...) or ``Field(ge=..., le=...)``, choices from ``Literal``. Cross-field checks are
+``validate(self, name)`` methods, run as a pydantic model validator. :func:`parse_section` builds a class from a
+mapping and turns pydantic's ``ValidationError`` into one :class:`ParamError` whose message starts with the full key
+(``synthetic.n_train: 0 is out of range (must be >= 1)``); so does direct construction.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import re
-import types
-import typing
 from typing import Annotated, Any, TypeVar
 
 import pydantic
 from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic_core import ArgsKwargs
 
 
 class ParamError(ValueError):
     """Invalid params: the message starts with the offending key."""
 
 
-Int = StrictInt
-Float = StrictFloat
-Str = StrictStr
-Bool = StrictBool
-Finite = Annotated[StrictFloat, Field(allow_inf_nan=False)]
+Int, Float, Str, Bool = StrictInt, StrictFloat, StrictStr, StrictBool
+Finite = Annotated[Float, Field(allow_inf_nan=False)]
 """A float that is neither NaN nor infinite."""
+PositiveInt = Annotated[Int, Field(ge=1)]
+NonNegativeInt = Annotated[Int, Field(ge=0)]
+PositiveFloat = Annotated[Float, Field(gt=0.0)]
+NonNegativeFloat = Annotated[Float, Field(ge=0.0)]
+NonNegativeFinite = Annotated[Finite, Field(ge=0.0)]
+Fraction = Annotated[Float, Field(ge=0.0, le=1.0)]
+"""A float in [0, 1] (rates, thresholds)."""
 
-IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-Identifier = Annotated[StrictStr, Field(pattern=IDENTIFIER_PATTERN)]
+Identifier = Annotated[Str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 """A name that DVC stage names and output paths are built from (round names): ``[A-Za-z_][A-Za-z0-9_]*``. DVC reads a
 dot as nesting (``train_round@r1.5`` would never get its params) and '/' or '..' would leave the output folders."""
-
-
-def _identifier_message(value: Any) -> str:
-    return (f"{value!r} is not a plain identifier (letters, digits and '_', not starting with a digit); "
-            "DVC stage names and output paths are built from it")
-
-
-def check_identifier(value: Any, key: str) -> str:
-    """``value`` if it is a plain identifier (see :data:`Identifier`), else ParamError naming ``key``."""
-    if not isinstance(value, str) or not re.fullmatch(IDENTIFIER_PATTERN, value):
-        raise ParamError(f"{key}: {_identifier_message(value)}")
-    return value
 
 
 def field(default: Any = ..., *, help: str = "", **constraints: Any) -> Any:
@@ -64,10 +54,20 @@ def items(tp: Any, *, non_empty: bool = False, **bounds: Any) -> Any:
 
 
 _HERE = "\x00"
-"""Stand-in for the section's key in the messages of ``validate(name)``; :func:`_message` puts the full key there."""
+"""Stand-in for the model's key in the messages raised by its validators; :func:`_message` puts the full key there."""
 
 T = TypeVar("T")
-_CONFIG = ConfigDict(extra="forbid")
+
+
+def _known_keys(cls, data: Any) -> Any:
+    """Before validation: null (an empty YAML section such as ``synthetic:``) means all defaults; an unknown key is
+    an error listing the known ones."""
+    keys = (data.kwargs or {}) if isinstance(data, ArgsKwargs) else data if isinstance(data, dict) else {}
+    unknown = [key for key in keys if key not in cls.__dataclass_fields__]
+    if unknown:
+        known = ", ".join(sorted(cls.__dataclass_fields__))
+        raise ParamError(f"{_HERE}.{unknown[0]}: unknown key (known keys of '{_HERE}': {known})")
+    return {} if data is None else data
 
 
 def _raise_param_errors(init):
@@ -76,7 +76,7 @@ def _raise_param_errors(init):
         try:
             init(self, *args, **kwargs)
         except ValidationError as error:
-            raise ParamError(_message(error, "", type(self))) from None
+            raise ParamError(_message(error, "")) from None
 
     return __init__
 
@@ -84,12 +84,11 @@ def _raise_param_errors(init):
 def schema(cls: type[T]) -> type[T]:
     """Class decorator: ``cls`` as a frozen pydantic dataclass that forbids unknown keys, runs ``cls.validate(name)``
     after the field checks and raises :class:`ParamError` (naming the key) when constructed with bad values."""
-    validate = getattr(cls, "validate", None)
-    if validate is not None and not hasattr(cls, "_run_validate"):
+    if hasattr(cls, "validate") and not hasattr(cls, "_run_validate"):
         cls._run_validate = pydantic.model_validator(mode="after")(lambda self: (self.validate(_HERE), self)[1])
-    if not hasattr(cls, "_none_is_empty"):  # an empty YAML section (``synthetic:``) reads as null: all defaults
-        cls._none_is_empty = pydantic.model_validator(mode="before")(classmethod(lambda _, data: {} if data is None else data))
-    cls = pydantic_dataclass(frozen=True, config=_CONFIG)(cls)
+    if not hasattr(cls, "_known_keys"):
+        cls._known_keys = pydantic.model_validator(mode="before")(classmethod(_known_keys))
+    cls = pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))(cls)
     cls.__init__ = _raise_param_errors(cls.__init__)
     return cls
 
@@ -106,8 +105,7 @@ def section(name: str):
     """Class decorator: :func:`schema`, registered as the schema of top-level section ``name``."""
 
     def register(cls):
-        cls = schema(cls)
-        SECTIONS[name] = cls
+        SECTIONS[name] = cls = schema(cls)
         cls.__section__ = name
         return cls
 
@@ -115,79 +113,42 @@ def section(name: str):
 
 
 # ------------------------------------------------------------------------------------------------- error messages
-_EXPECTED = {
-    "int_type": "expected an integer", "int_parsing": "expected an integer", "int_from_float": "expected an integer",
-    "float_type": "expected a number", "float_parsing": "expected a number", "bool_type": "expected true or false",
-    "bool_parsing": "expected true or false", "string_type": "expected a string", "list_type": "expected a list",
-    "tuple_type": "expected a list", "dict_type": "expected a mapping", "dataclass_type": "expected a mapping of keys",
+_TEXT = {
+    "int_type": "expected an integer, got {input!r}", "float_type": "expected a number, got {input!r}",
+    "bool_type": "expected true or false, got {input!r}", "string_type": "expected a string, got {input!r}",
+    "list_type": "expected a list, got {kind} {input!r}", "tuple_type": "expected a list, got {kind} {input!r}",
+    "dict_type": "expected a mapping, got {kind} {input!r}", "missing": "required key is missing",
+    "dataclass_type": "expected a mapping of keys, got {kind} {input!r}", "empty": "must not be empty",
+    "too_short": "expected {min_length} items, got {actual_length}",
+    "too_long": "expected {max_length} items, got {actual_length}",
+    "literal_error": "{input!r} is not one of {choices}", "finite_number": "must be a finite number, got {input!r}",
+    "string_pattern_mismatch": "{input!r} is not a plain identifier (letters, digits and '_', not starting with a "
+                               "digit); DVC stage names and output paths are built from it",
 }
-_BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "less_than_equal": ("le", "<="),
-           "less_than": ("lt", "<")}
+_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
 
 
-def _strip(tp: Any) -> Any:
-    """The class inside ``Optional[...]`` / ``Annotated[...]``."""
-    while True:
-        if typing.get_origin(tp) is Annotated:
-            tp = typing.get_args(tp)[0]
-        elif typing.get_origin(tp) in (typing.Union, types.UnionType):
-            tp = next(arg for arg in typing.get_args(tp) if arg is not type(None))
-        else:
-            return tp
-
-
-def _type_at(tp: Any, loc: tuple) -> Any:
-    """The type found at ``loc`` inside type ``tp`` (through fields, dict values and list items)."""
-    for part in loc:
-        tp = _strip(tp)
-        if dataclasses.is_dataclass(tp):
-            tp = tp.__pydantic_fields__[part].annotation
-        elif typing.get_origin(tp) in (dict, list, tuple):
-            tp = typing.get_args(tp)[-1]
-    return _strip(tp)
-
-
-def _message(error: ValidationError, name: str, root: Any) -> str:
+def _message(error: ValidationError, name: str) -> str:
     """One message for the first of pydantic's errors (unknown keys first), starting with the full key."""
-    errors = sorted(error.errors(), key=lambda item: item["type"] != "unexpected_keyword_argument")
-    item = errors[0]
+    item = sorted(error.errors(), key=lambda item: "unknown key (known keys" not in item["msg"])[0]
     kind, value, ctx = item["type"], item["input"], item.get("ctx") or {}
     loc = [part for part in item["loc"] if part != "[key]"]
     while kind in _BOUNDS and loc and isinstance(loc[-1], int):
         loc.pop()  # a bound on list items names the list
-    key = ".".join([name] if name else [])
+    key = name
     for part in loc:
         key = f"{key}[{part}]" if isinstance(part, int) else (f"{key}.{part}" if key else str(part))
-    if kind == "unexpected_keyword_argument":
-        known = sorted(_type_at(root, loc[:-1]).__pydantic_fields__)
-        where = key.rpartition(".")[0]
-        return f"{key}: unknown key (known keys of '{where}': {', '.join(known)})"
-    if kind == "missing":
-        return f"{key}: required key is missing"
-    if kind == "too_short" and ctx.get("min_length") == 1:
-        return f"{key}: must not be empty"
-    if kind in ("too_short", "too_long"):
-        return f"{key}: expected {ctx.get('min_length', ctx.get('max_length'))} items, got {ctx.get('actual_length')}"
-    if kind in _BOUNDS:
-        bound, word = _BOUNDS[kind]
-        limit = ctx[bound]
-        if isinstance(limit, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        return f"{key}: {value!r} is out of range (must be {word} {limit})"
-    if kind == "literal_error":
-        return f"{key}: {value!r} is not one of {list(typing.get_args(_type_at(root, loc)))}"
-    if kind == "finite_number":
-        return f"{key}: must be a finite number, got {value!r}"
-    if kind == "string_pattern_mismatch" and ctx.get("pattern") == IDENTIFIER_PATTERN:
-        return f"{key}: {_identifier_message(value)}"
-    if kind in _EXPECTED:
-        got = f"{type(value).__name__} {value!r}" if kind in ("list_type", "tuple_type", "dict_type", "dataclass_type") else repr(value)
-        return f"{key}: {_EXPECTED[kind]}, got {got}"
-    cause = ctx.get("error")
-    if isinstance(cause, ParamError):  # raised by validate(_HERE)
-        text = str(cause)
+    if isinstance(ctx.get("error"), ParamError):  # raised by a validator, with _HERE for the model's key
+        text = str(ctx["error"])
         return text.replace(_HERE, key) if key else text.replace(_HERE + ".", "").replace(_HERE, "")
-    return f"{key}: {item['msg']}"
+    if kind in _BOUNDS:
+        (limit,) = ctx.values()
+        value = float(value) if isinstance(limit, float) and type(value) is int else value
+        return f"{key}: {value!r} is out of range (must be {_BOUNDS[kind]} {limit})"
+    kind = "empty" if kind == "too_short" and ctx.get("min_length") == 1 else kind
+    choices = re.findall(r"'(.*?)'", ctx.get("expected", ""))  # the Literal choices, all strings
+    text = _TEXT.get(kind, "{msg}").format(input=value, kind=type(value).__name__, choices=choices, msg=item["msg"], **ctx)
+    return f"{key}: {text}"
 
 
 @functools.lru_cache(maxsize=None)
@@ -200,20 +161,19 @@ def parse_value(tp: Any, value: Any, name: str) -> Any:
     try:
         return _adapter(tp).validate_python(value)
     except ValidationError as error:
-        raise ParamError(_message(error, name, tp)) from None
+        raise ParamError(_message(error, name)) from None
 
 
 def parse_section(cls: type[T], data: Any, name: str) -> T:
     """Build schema class ``cls`` from mapping ``data`` (None: all defaults); errors name keys as ``name.key``."""
-    if data is not None and not isinstance(data, typing.Mapping):
-        raise ParamError(f"{name}: expected a mapping of keys, got {type(data).__name__} {data!r}")
-    return parse_value(cls, dict(data or {}), name)
+    return parse_value(cls, data, name)
+
+
+def check_identifier(value: Any, key: str) -> str:
+    """``value`` if it is a plain identifier (see :data:`Identifier`), else ParamError naming ``key``."""
+    return parse_value(Identifier, value, key)
 
 
 def to_dict(instance: Any) -> dict:
     """Params dataclass → plain dict in field order (tuples as lists), e.g. for fingerprints or writing YAML."""
     return _adapter(type(instance)).dump_python(instance, mode="json")
-
-
-__all__ = ["Bool", "Field", "Finite", "Float", "Identifier", "Int", "ParamError", "SECTIONS", "Str", "TOP_LEVEL_SCALARS",
-           "check_identifier", "field", "items", "parse_section", "parse_value", "schema", "section", "to_dict"]

@@ -30,11 +30,8 @@ from typing import Any, Sequence
 
 import yaml
 
-from auxseg.params_file import Leaf, load_yaml, read_params_text, set_values, write_params_text
+from auxseg.params_file import Leaf, edit_params_file, load_yaml, read_params, set_leaves, set_values
 from auxseg.schema import ParamError
-
-__all__ = ["apply_profile", "available_profiles", "load_profile", "main", "merge", "profile_leaves", "set_args",
-           "splice"]
 
 splice = set_values
 """``text`` with every profile leaf set (:func:`auxseg.params_file.set_values`)."""
@@ -65,49 +62,21 @@ def profile_leaves(profile: dict, prefix: tuple[str, ...] = ()) -> list[Leaf]:
     leaves: list[Leaf] = []
     for key, value in profile.items():
         path = (*prefix, str(key))
-        if isinstance(value, dict):
-            if not value:
-                raise ParamError(f"{'.'.join(path)}: empty mapping in the profile")
-            leaves.extend(profile_leaves(value, path))
-        else:
-            leaves.append((path, value))
+        if isinstance(value, dict) and not value:
+            raise ParamError(f"{'.'.join(path)}: empty mapping in the profile")
+        leaves.extend(profile_leaves(value, path) if isinstance(value, dict) else [(path, value)])
     return leaves
 
 
 def merge(params: dict, leaves: list[Leaf], params_name: str = "params.yaml") -> dict:
     """A deep copy of ``params`` with every leaf replaced; a leaf ``params`` lacks raises :class:`ParamError`."""
-    merged = copy.deepcopy(params)
-    for path, value in leaves:
-        node = merged
-        for depth, key in enumerate(path[:-1]):
-            if not isinstance(node, dict) or key not in node:
-                missing = ".".join(path[: depth + 1])
-                raise ParamError(f"{missing}: not in {params_name} (a profile only changes existing keys)")
-            node = node[key]
-        dotted = ".".join(path)
-        if not isinstance(node, dict):
-            raise ParamError(f"{'.'.join(path[:-1])}: is not a mapping in {params_name}, cannot set {dotted}")
-        if path[-1] not in node:
-            raise ParamError(f"{dotted}: not in {params_name} (a profile only changes existing keys)")
-        if isinstance(node[path[-1]], dict):
-            raise ParamError(f"{dotted}: is a mapping in {params_name}; the profile must set its keys, not {value!r}")
-        node[path[-1]] = value
-    return merged
-
-
-def _read(params_path: str | Path) -> tuple[Path, str, dict]:
-    params_path = Path(params_path)
-    if not params_path.is_file():
-        raise ParamError(f"{params_path}: params file not found")
-    text = read_params_text(params_path)
-    return params_path, text, load_yaml(text, params_path) or {}
+    return set_leaves(copy.deepcopy(params), leaves, params_name)
 
 
 def apply_profile(name: str, params_path: str | Path = "params.yaml") -> list[Leaf]:
     """Merge profile ``name`` into ``params_path`` (validated, atomic); returns the leaves it set."""
     leaves = profile_leaves(load_profile(name))
-    params_path, text, params = _read(params_path)
-    write_params_text(params_path, splice(text, leaves), merge(params, leaves, params_path.name))
+    edit_params_file(params_path, lambda document: set_leaves(document, leaves, Path(params_path).name))
     return leaves
 
 
@@ -118,8 +87,7 @@ def set_args(name: str, params_path: str | Path | None = "params.yaml") -> list[
     """
     leaves = profile_leaves(load_profile(name))
     if params_path is not None:
-        params_path, _, params = _read(params_path)
-        merge(params, leaves, params_path.name)
+        merge(read_params(params_path)[1], leaves, Path(params_path).name)
     return [arg for path, value in leaves for arg in ("-S", f"{'.'.join(path)}={_hydra_value(value)}")]
 
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from ruamel.yaml.comments import CommentedMap
 
 from auxseg.config import INITIAL_ROUND, round_chain
-from auxseg.params_file import edit_entries, load_yaml, read_params_text, write_params_text
+from auxseg.params_file import edit_params_file
 from auxseg.schema import ParamError
 
 
@@ -35,6 +35,8 @@ def set_chain(document: CommentedMap, n: int) -> list[str]:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ParamError(f"number of rounds: must be an integer >= 1, got {n!r}")
     rounds = document.get("rounds")
+    if rounds and not isinstance(rounds, dict):
+        raise ParamError(f"rounds: expected a mapping of rounds, got {type(rounds).__name__}")
     if not isinstance(rounds, CommentedMap):
         rounds = document["rounds"] = CommentedMap()
     rounds.fa.set_block_style()
@@ -57,22 +59,9 @@ def set_chain(document: CommentedMap, n: int) -> list[str]:
 
 def set_rounds(n: int, params_path: str | Path = "params.yaml") -> list[str]:
     """Rewrite the rounds chain of ``params_path`` to r1..rN (validated, atomic); returns the removed rounds."""
-    params_path = Path(params_path)
-    if not params_path.is_file():
-        raise ParamError(f"{params_path}: params file not found")
-    text = read_params_text(params_path)
-    data = load_yaml(text, params_path) or {}
-    if not isinstance(data, dict) or not isinstance(data.get("rounds") or {}, dict):
-        raise ParamError(f"{params_path}: expected a mapping of sections with a mapping of rounds")
     removed: list[str] = []
-    new_text = edit_entries(text, lambda document: removed.extend(set_chain(document, n)))
-
-    def check(parsed: dict[str, Any]) -> None:
-        round_chain(parsed["rounds"], parsed["final_round"])
-
-    old = data.get("rounds") or {}
-    chain = {f"r{k}": {**(old.get(f"r{k}") or {}), "prev": f"r{k - 1}"} for k in range(1, n + 1)}
-    write_params_text(params_path, new_text, {**data, "rounds": chain, "final_round": f"r{n}"}, check)
+    edit_params_file(params_path, lambda document: removed.extend(set_chain(document, n)),
+                     check=lambda parsed: round_chain(parsed["rounds"], parsed["final_round"]))
     return removed
 
 
