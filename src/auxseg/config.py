@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional
 
-from pydantic import field_validator
+from pydantic import BeforeValidator
 
 from auxseg import IGNORE_INDEX
 from auxseg.class_names import check_class_names
@@ -18,6 +18,10 @@ from auxseg.schema import (
     Bool, Field, Finite, Float, Fraction, Identifier, Int, NonNegativeFinite, NonNegativeFloat, NonNegativeInt, ParamError,
     PositiveFloat, PositiveInt, Str, check_identifier, field, items, schema, section, to_dict,
 )
+
+
+# YAML 1.1 (PyYAML) reads unquoted on/off as booleans, YAML 1.2 (DVC's reader) as strings: accept both.
+AutoOnOff = Annotated[Literal["auto", "on", "off"], BeforeValidator(lambda v: ("on" if v else "off") if isinstance(v, bool) else v)]
 
 
 def rgb(**bounds) -> type:
@@ -139,21 +143,15 @@ class RuntimeParams:
 
     device: Literal["auto", "cpu", "cuda"] = field("auto", help="auto: CUDA when available, else CPU")
     amp_bf16: Bool = field(True, help="CUDA: bf16 autocast of the trainings and of the inference forward passes")
-    cpu_bf16: Literal["auto", "on", "off"] = field(
+    cpu_bf16: AutoOnOff = field(
         "off", help="CPU: bf16 autocast of the inference forward passes; auto = on when the CPU has native bf16"
     )
-    cpu_bf16_train: Literal["auto", "on", "off"] = field(
+    cpu_bf16_train: AutoOnOff = field(
         "off", help="CPU: bf16 autocast of the trainings (changes results more than inference); auto | on | off"
     )
     channels_last: Bool = field(True, help="channels_last memory format (CUDA only)")
     num_workers: NonNegativeInt = field(0, help="DataLoader worker processes per rank")
     find_unused_parameters: Bool = field(False, help="DDP: allow parameters that get no gradient in a step")
-
-    @field_validator("cpu_bf16", "cpu_bf16_train", mode="before")
-    @classmethod
-    def _yaml_booleans(cls, value):
-        # YAML 1.1 (PyYAML) reads unquoted on/off as booleans, YAML 1.2 (DVC's reader) as strings: accept both.
-        return ("on" if value else "off") if isinstance(value, bool) else value
 
 
 @schema
@@ -373,9 +371,8 @@ def round_chain(rounds: dict[str, RoundParams], final_round: str) -> list[str]:
     names and output paths are built from them), every ``prev`` must be ``r0`` or another round, the chain must be
     linear (no cycle, no branch) and ``final_round`` must be its last round.
     """
-    for name, spec in rounds.items():
+    for name in rounds:
         check_identifier(name, f"rounds.{name}")
-        check_identifier(spec.prev, f"rounds.{name}.prev")
     check_identifier(final_round, "final_round")
     if INITIAL_ROUND in rounds:
         raise ParamError(f"rounds.{INITIAL_ROUND}: reserved for the initial labels (CAMs + saliency prior)")

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from auxseg.config import PUBLISHED_CODE_MOMENTUM, PUBLISHED_CODE_WEIGHT_DECAY, OptimParams, RuntimeParams  # noqa: F401
 from auxseg.io import atomic_write
-from auxseg.params import field, parse_section, to_dict
+from auxseg.params import parse_section, to_dict
 from auxseg.runtime import bf16_autocast, use_bf16
 
 logger = logging.getLogger(__name__)

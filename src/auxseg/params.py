@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from auxseg.config import SECTIONS, TOP_LEVEL_SCALARS
-from auxseg.params_file import parse_entry, read_params_file, read_params_text, validate_params_file
-from auxseg.schema import Identifier, ParamError, check_identifier, field, parse_section, to_dict
+from auxseg.params_file import parse_entry, read_params_file, validate_params_file
+from auxseg.schema import ParamError, check_identifier, parse_section, to_dict
 
-__all__ = ["Identifier", "ParamError", "check_identifier", "field", "load_stage_params", "parse_section",
-           "read_params_file", "read_params_text", "to_dict", "validate_params_file"]
+__all__ = ["ParamError", "check_identifier", "load_stage_params", "parse_section", "read_params_file", "to_dict",
+           "validate_params_file"]
 
 
 def _declared_view(stage: str, params_file: Path) -> dict:

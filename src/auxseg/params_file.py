@@ -13,8 +13,6 @@ import contextlib
 import io
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +22,7 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import YAMLError
 
 from auxseg.config import SECTIONS, TOP_LEVEL_SCALARS
-from auxseg.io import DataError, read_text_file
+from auxseg.io import DataError, atomic_write, read_text_file
 from auxseg.schema import ParamError, parse_value
 
 Leaf = tuple[tuple[str, ...], Any]
@@ -51,18 +49,12 @@ def load_yaml(text: str, where: str | os.PathLike) -> Any:
         raise ParamError(f"{where}: not valid YAML ({error})") from None
 
 
-def read_params(path: str | os.PathLike = "params.yaml") -> tuple[str, dict]:
-    """Text and mapping of a params file; ParamError for a missing file, bad YAML, a duplicate key or no mapping."""
-    text = read_params_text(path := Path(path))
+def _params_data(text: str, path: Path) -> dict:
+    """The mapping of params text ``text`` read from ``path``; ParamError for bad YAML, a duplicate key, no mapping
+    or an unknown top-level key."""
     data = load_yaml(text, path) or {}
     if not isinstance(data, dict):
         raise ParamError(f"{path}: expected a mapping of sections")
-    return text, data
-
-
-def read_params_file(path: str | os.PathLike = "params.yaml") -> dict:
-    """The mapping in ``path``; ParamError for a missing file, bad YAML, a duplicate or an unknown top-level key."""
-    data = read_params(path := Path(path))[1]
     known = set(SECTIONS) | set(TOP_LEVEL_SCALARS)
     unknown = sorted(set(data) - known, key=str)
     if unknown:
@@ -70,14 +62,31 @@ def read_params_file(path: str | os.PathLike = "params.yaml") -> dict:
     return data
 
 
+def read_params(path: str | os.PathLike = "params.yaml") -> tuple[str, dict]:
+    """Text and mapping of a params file; ParamError for a missing file, bad YAML, a duplicate or an unknown
+    top-level key."""
+    text = read_params_text(path := Path(path))
+    return text, _params_data(text, path)
+
+
+def read_params_file(path: str | os.PathLike = "params.yaml") -> dict:
+    """The mapping in ``path``; ParamError for a missing file, bad YAML, a duplicate or an unknown top-level key."""
+    return read_params(path)[1]
+
+
 def parse_entry(name: str, value: Any) -> Any:
     """Top-level entry ``name`` (a section or a scalar such as ``seed``) parsed from its raw ``value``."""
     return parse_value(TOP_LEVEL_SCALARS[name][0] if name in TOP_LEVEL_SCALARS else SECTIONS[name], value, name)
 
 
+def validate_params(data: dict) -> dict[str, Any]:
+    """Parse every entry of a params mapping; return name → parsed section or value."""
+    return {name: parse_entry(name, value) for name, value in data.items()}
+
+
 def validate_params_file(path: str | os.PathLike = "params.yaml") -> dict[str, Any]:
     """Parse every entry of a params file; return name → parsed section or value."""
-    return {name: parse_entry(name, value) for name, value in read_params_file(path).items()}
+    return validate_params(read_params_file(path))
 
 
 # ------------------------------------------------------------------------------------------------------- editing
@@ -141,7 +150,8 @@ def set_values(text: str, leaves: list[Leaf]) -> str:
 
 def write_params_text(path: str | os.PathLike, text: str, expected: dict | None = None,
                       check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Replace ``path`` with ``text`` atomically, once ``text`` parses to ``expected`` (when given) and validates.
+    """Replace ``path`` with ``text`` atomically, once ``text`` parses to ``expected`` (when given) and validates (in
+    memory: nothing is written on an error).
 
     ``check`` gets the parsed entries (:func:`validate_params_file`) for extra checks (it raises :class:`ParamError`).
     Returns the parsed entries. The file keeps its permission bits.
@@ -149,23 +159,13 @@ def write_params_text(path: str | os.PathLike, text: str, expected: dict | None 
     path = Path(path)
     if expected is not None and load_yaml(text, path) != expected:
         raise RuntimeError(f"{path}: the edited text does not parse to the intended params (please report this)")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        with contextlib.suppress(OSError):
-            shutil.copymode(path, tmp)
-        try:
-            parsed = validate_params_file(tmp)
-        except ParamError as error:
-            raise ParamError(str(error).replace(tmp, str(path))) from error
-        if check is not None:
-            check(parsed)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    parsed = validate_params(_params_data(text, path))
+    if check is not None:
+        check(parsed)
+    with atomic_write(path, "w") as handle:
+        with contextlib.suppress(OSError):  # the file keeps its permission bits
+            os.fchmod(handle.fileno(), path.stat().st_mode & 0o7777)
+        handle.write(text)
     return parsed
 
 

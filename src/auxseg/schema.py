@@ -42,9 +42,7 @@ dot as nesting (``train_round@r1.5`` would never get its params) and '/' or '..'
 
 
 def field(default: Any = ..., *, help: str = "", **constraints: Any) -> Any:
-    """``pydantic.Field`` with ``help`` as its description; a list default is copied for every instance."""
-    if isinstance(default, list):
-        return Field(default_factory=lambda: list(default), description=help, **constraints)
+    """``pydantic.Field`` with ``help`` as its description (pydantic copies a list default for every instance)."""
     return Field(default, description=help, **constraints)
 
 
@@ -106,7 +104,6 @@ def section(name: str):
 
     def register(cls):
         SECTIONS[name] = cls = schema(cls)
-        cls.__section__ = name
         return cls
 
     return register

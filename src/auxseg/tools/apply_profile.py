@@ -37,7 +37,6 @@ splice = set_values
 """``text`` with every profile leaf set (:func:`auxseg.params_file.set_values`)."""
 
 PROFILE_PACKAGE = "auxseg.profiles"
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 def available_profiles() -> list[str]:
@@ -49,7 +48,7 @@ def available_profiles() -> list[str]:
 def load_profile(name: str) -> dict:
     """The mapping of profile ``name``; an unknown name raises :class:`ParamError` listing the known ones."""
     known = available_profiles()
-    if not _NAME.fullmatch(name) or name not in known:
+    if name not in known:
         raise ParamError(f"profile '{name}': no such profile (available: {', '.join(known) or 'none'})")
     data = load_yaml(resources.files(PROFILE_PACKAGE).joinpath(f"{name}.yaml").read_text(), f"profile '{name}'")
     if not isinstance(data, dict) or not data:
