@@ -1,6 +1,7 @@
 """Schemas of the ``params.yaml`` sections, one frozen pydantic dataclass per section (see :mod:`auxseg.schema`).
 
-Range checks come from ``field(ge=..., le=...)``, choices from ``Literal``; cross-field checks live in
+Range checks come from the bounded aliases of :mod:`auxseg.schema` (``PositiveInt``, ``Fraction``, ...) or
+``field(ge=..., le=...)``, choices from ``Literal``; cross-field checks live in
 ``validate(name)`` (run as pydantic model validators). Adding a key to a section is one line here (and one in
 ``params.yaml``, and the stage's ``params:`` in ``dvc.yaml``).
 """

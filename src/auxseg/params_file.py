@@ -2,9 +2,9 @@
 
 Reading goes through ruamel.yaml (YAML 1.2, as DVC reads the same file), so a duplicate key is an error naming it
 instead of silently keeping the last value. Rewriting goes through ruamel's round trip (:func:`edit_entries`), which
-keeps comments, key order and quotes; top-level entries that did not change are kept byte for byte.
-:func:`write_params_text` checks that the edited text parses to exactly the intended data and validates before it
-atomically replaces the file. On any error the file is untouched.
+keeps comments, key order and quotes; top-level entries that did not change are kept byte for byte, and the edited
+text is checked to parse to exactly the edited data. :func:`write_params_text` validates the text before it
+atomically replaces the file (:func:`edit_params_file` does both). On any error the file is untouched.
 """
 
 from __future__ import annotations
@@ -41,10 +41,9 @@ def load_yaml(text: str, where: str | os.PathLike) -> Any:
     """Plain data of YAML ``text``; ParamError naming ``where`` for invalid YAML or a duplicate key."""
     try:
         return YAML(typ="safe", pure=True).load(text)
-    except DuplicateKeyError as error:
-        key = re.search(r'found duplicate key "(.*?)"', str(error.problem))
-        line = error.problem_mark.line + 1 if error.problem_mark else "?"
-        raise ParamError(f"{where}: duplicate key '{key.group(1) if key else '?'}' (line {line})") from None
+    except DuplicateKeyError as error:  # problem: found duplicate key "epochs" with value ...
+        key, line = re.search(r'"(.*?)"', error.problem).group(1), error.problem_mark.line + 1
+        raise ParamError(f"{where}: duplicate key '{key}' (line {line})") from None
     except YAMLError as error:
         raise ParamError(f"{where}: not valid YAML ({error})") from None
 

@@ -115,20 +115,16 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
                         help="print the profile as `dvc exp run -S key=value` arguments instead of editing the file")
     parser.add_argument("--list", action="store_true", help="list the available profiles")
     args = parser.parse_args(argv)
+    if not args.profile and not args.list:
+        parser.error("a profile name is required (see --list)")
     try:
-        if args.list:
-            print("\n".join(available_profiles()))
-            return 0
-        if not args.profile:
-            parser.error("a profile name is required (see --list)")
-        if args.print_set_args:
-            print(shlex.join(set_args(args.profile, args.params)))
-            return 0
-        leaves = apply_profile(args.profile, args.params)
+        if args.list or args.print_set_args:
+            print("\n".join(available_profiles()) if args.list else shlex.join(set_args(args.profile, args.params)))
+        else:
+            print(f"applied profile '{args.profile}' to {args.params} ({len(apply_profile(args.profile, args.params))} keys)")
     except ParamError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"applied profile '{args.profile}' to {args.params} ({len(leaves)} keys)")
     return 0
 
 

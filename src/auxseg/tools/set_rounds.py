@@ -46,8 +46,7 @@ def set_chain(document: CommentedMap, n: int) -> list[str]:
         del rounds[name]
     for prev, name in zip([INITIAL_ROUND, *names], names):
         if not isinstance(rounds.get(name), CommentedMap):
-            rounds[name] = CommentedMap(prev=prev)
-            rounds[name].fa.set_flow_style()
+            rounds[name] = CommentedMap(prev=prev)  # written in flow style: {prev: rK}
         elif rounds[name].get("prev") != prev:
             rounds[name]["prev"] = prev
     if "final_round" in document:
