@@ -62,7 +62,7 @@ def test_help_of_auxseg_and_of_every_subcommand(capsys):
         assert exit_info.value.code == 0, args
         return capsys.readouterr().out
 
-    commands = ("predict", "show", "stats", "rounds", "profile", "convert-resnet38", "top5", "bench")
+    commands = ("predict", "show", "stats", "rounds", "profile", "convert-resnet38", "top5", "ablate-labels", "bench")
     text = help_text()
     for command in commands:
         assert command in text

@@ -192,6 +192,16 @@ def test_deeplab_and_a_round_train_with_aa_and_lr_on_round_style_labels(single_s
     figures = yaml.safe_load((tmp_path / "compare.json").read_text())
     assert figures["fp32_equals_stage_labels"] is True and figures["images"] == 8
     assert 0.0 <= figures["pixel_disagreement"] <= 1.0 and figures["modes"]["bf16"]["forward_s"] > 0
+    # The same label update with A_CT propagation and the saliency refinement switched off in turn.
+    ablation = subprocess.run([sys.executable, "-m", "auxseg.tools.label_ablation", "--round", "r1", "--json",
+                               "ablation.json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert ablation.returncode == 0, ablation.stderr[-3000:]
+    figures = yaml.safe_load((tmp_path / "ablation.json").read_text())
+    assert figures["published_equals_stage_labels"] is True and figures["images"] == 8
+    assert set(figures["variants"]) == {"published", "no_propagation", "prior_saliency", "neither"}
+    assert all(0.0 <= v["miou"] <= 1.0 for v in figures["variants"].values())
+    assert 0.0 < figures["affinity_uniform_mass"] <= 1.0 and 0.0 < figures["affinity_own_class_mass"] <= 1.0
+    assert "published" in ablation.stdout and "A_CT row mass" in ablation.stdout
     result = _run_stage("train_deeplab.py", params, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     model, meta = load_deeplab(tmp_path / "models/deeplab.pt")

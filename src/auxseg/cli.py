@@ -1,4 +1,4 @@
-"""The ``auxseg`` command (:func:`main`: ``predict``, ``show``, ``stats``, ``rounds``, ``profile``, ``top5``,
+"""The ``auxseg`` command (:func:`main`: ``predict``, ``show``, ``stats``, ``rounds``, ``profile``, ``top5``, ``ablate-labels``,
 ``convert-resnet38``, ``bench label-update|crf|forward|bf16-labels|train-step``) and the shared entry point of the stage scripts in ``stages/``
 (:func:`run_stage`: parse params, run one step, report errors cleanly)."""
 
@@ -55,6 +55,8 @@ TOOLS = {
     "profile": ("auxseg.tools.apply_profile", "merge a named params profile (e.g. tiny) into params.yaml"),
     "convert-resnet38": ("auxseg.tools.convert_resnet38", "convert MXNet ResNet-38 ImageNet weights to a .pth"),
     "top5": ("auxseg.tools.imagenet_top5", "ImageNet top-5 classes of a few photos: check a backbone's weights"),
+    "ablate-labels": ("auxseg.tools.label_ablation",
+                      "a round's label update with A_CT propagation / saliency refinement switched off, scored"),
 }
 BENCHMARKS = {
     "label-update": ("auxseg.tools.bench_label_update", "time the phases of AuxSegNet's pseudo-label update"),

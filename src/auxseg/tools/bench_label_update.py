@@ -393,14 +393,33 @@ def format_report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def round_tool_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The arguments of the tools that re-run one round's label update on a pipeline's data
+    (``--round``, ``--params``, ``--images``, ``--threads``, ``--json``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--round", required=True, help="round whose model updates the labels (e.g. r1)")
+    parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    parser.add_argument("--images", type=_non_negative_int, default=0, help="first N train images (default 0: all)")
+    parser.add_argument("--threads", type=_positive_int, default=2, help="torch intra-op threads (default 2)")
+    parser.add_argument("--json", metavar="OUT", default=None, help="also write the figures as JSON to OUT")
+    return parser
+
+
 def run_and_report(args: argparse.Namespace, run, report) -> int:
     """The body of a benchmark tool's ``main``: ``result = run(args)`` (torch's thread count restored afterwards,
-    as ``main`` may be called in-process by tests), print ``report(result)``, write it to ``args.json`` if given."""
+    as ``main`` may be called in-process by tests), print ``report(result)``, write it to ``args.json`` if given.
+    Bad params, a missing or unreadable file: one ``error:`` line naming it on stderr and exit status 2."""
     import torch
+
+    from auxseg.io import DataError
+    from auxseg.schema import ParamError
 
     previous_threads = torch.get_num_threads()
     try:
         result = run(args)
+    except (ParamError, DataError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     finally:
         torch.set_num_threads(previous_threads)
     print(report(result), flush=True)

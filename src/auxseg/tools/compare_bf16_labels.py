@@ -135,18 +135,12 @@ def format_report(result: dict[str, Any]) -> str:
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    from auxseg.tools.bench_label_update import _non_negative_int, _positive_int
+    from auxseg.tools.bench_label_update import round_tool_parser
 
-    parser = argparse.ArgumentParser(
-        prog=prog or "python -m auxseg.tools.compare_bf16_labels",
-        description="Run a round's label update in fp32 and bf16 on the same images; report label disagreement and mIoU.",
+    return round_tool_parser(
+        prog or "python -m auxseg.tools.compare_bf16_labels",
+        "Run a round's label update in fp32 and bf16 on the same images; report label disagreement and mIoU.",
     )
-    parser.add_argument("--round", required=True, help="round whose model updates the labels (e.g. r1)")
-    parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
-    parser.add_argument("--images", type=_non_negative_int, default=0, help="first N train images (default 0: all)")
-    parser.add_argument("--threads", type=_positive_int, default=2, help="torch intra-op threads (default 2)")
-    parser.add_argument("--json", metavar="OUT", default=None, help="also write the figures as JSON to OUT")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
