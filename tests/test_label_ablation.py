@@ -34,3 +34,7 @@ def test_an_unknown_round_and_bad_arguments_exit_non_zero(tmp_path, capsys):
     missing = tmp_path / "missing.yaml"
     assert main(["--round", "r1", "--params", str(missing)]) == 2
     assert f"error: {missing}: params file not found" in capsys.readouterr().err
+    params = tmp_path / "params.yaml"
+    params.write_text("rounds:\n  r1: {prev: r0}\nfinal_round: r1\n")
+    assert main(["--round", "r9", "--params", str(params)]) == 2
+    assert "error: --round 'r9' is not a round of" in capsys.readouterr().err

@@ -49,7 +49,9 @@ def run_comparison(args: argparse.Namespace) -> dict[str, Any]:
     params = load_stage_params(["dataset", "saliency", "pseudo_labels", "rounds"], args.params, stage=None)
     rounds = params["rounds"]
     if args.round not in rounds:
-        raise SystemExit(f"error: --round {args.round!r} is not a round of {args.params} (rounds: {sorted(rounds)})")
+        from auxseg.schema import ParamError
+
+        raise ParamError(f"--round {args.round!r} is not a round of {args.params} (rounds: {sorted(rounds)})")
     pseudo_labels = params["pseudo_labels"]
     split = open_split(params["dataset"], "train")
     ids = list(split.ids)[: args.images] if args.images else list(split.ids)

@@ -87,10 +87,14 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Any]:
     params = load_stage_params(["dataset", "saliency", "pseudo_labels", "rounds"], args.params, stage=None)
     rounds, pseudo_labels = params["rounds"], params["pseudo_labels"]
     if args.round not in rounds:
-        raise SystemExit(f"error: --round {args.round!r} is not a round of {args.params} (rounds: {sorted(rounds)})")
+        from auxseg.schema import ParamError
+
+        raise ParamError(f"--round {args.round!r} is not a round of {args.params} (rounds: {sorted(rounds)})")
     split, _ = scored_split(open_split(params["dataset"], "train"))
     if split is None:
-        raise SystemExit("error: no train image has a ground-truth mask; the variants cannot be scored")
+        from auxseg.io import DataError
+
+        raise DataError("no train image has a ground-truth mask; the variants cannot be scored")
     ids = list(split.ids)[: args.images] if args.images else list(split.ids)
     model_path = Path(pseudo_labels.models_root) / f"{args.round}.pt"
     model, meta = load_auxsegnet(model_path)
