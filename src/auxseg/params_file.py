@@ -128,16 +128,18 @@ def set_leaves(params: dict, leaves: list[Leaf], params_name: str = "params.yaml
     """``params`` (a mapping, edited in place and returned) with every leaf replaced; ParamError for a leaf that
     ``params`` lacks or that is a mapping there (an edit only changes existing values)."""
     for path, value in leaves:
-        node = params
-        for depth, key in enumerate(path):
-            if not isinstance(node, dict) and depth == len(path) - 1:
-                raise ParamError(f"{'.'.join(path[:-1])}: is not a mapping in {params_name}, cannot set {'.'.join(path)}")
-            if not isinstance(node, dict) or key not in node:
+        parent, dotted = params, ".".join(path)
+        for depth, key in enumerate(path[:-1]):
+            if not isinstance(parent, dict) or key not in parent:
                 missing = ".".join(path[: depth + 1])
                 raise ParamError(f"{missing}: not in {params_name} (a profile only changes existing keys)")
-            node, parent = node[key], node
-        if isinstance(node, dict):
-            raise ParamError(f"{'.'.join(path)}: is a mapping in {params_name}; the profile must set its keys, not {value!r}")
+            parent = parent[key]
+        if not isinstance(parent, dict):
+            raise ParamError(f"{'.'.join(path[:-1])}: is not a mapping in {params_name}, cannot set {dotted}")
+        if path[-1] not in parent:
+            raise ParamError(f"{dotted}: not in {params_name} (a profile only changes existing keys)")
+        if isinstance(parent[path[-1]], dict):
+            raise ParamError(f"{dotted}: is a mapping in {params_name}; the profile must set its keys, not {value!r}")
         parent[path[-1]] = value
     return params
 

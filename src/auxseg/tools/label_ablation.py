@@ -69,8 +69,6 @@ def affinity_selectivity(affinity, mask: np.ndarray, ignore_index: int = 255) ->
 
 
 def run_ablation(args: argparse.Namespace) -> dict[str, Any]:
-    import dataclasses
-
     import torch
     import torch.nn.functional as F
 
