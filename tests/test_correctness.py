@@ -368,6 +368,36 @@ def test_label_update_takes_the_sigmoid_on_the_grid_then_upsamples():
     np.testing.assert_allclose(cams[0], rows @ (np.array([[1, 2], [3, 4]]) / (4 + 1e-5)) @ cols.T, atol=1e-6)
 
 
+@pytest.mark.parametrize("scale, grid", [(1.0, (30, 40)), (0.5, (15, 20)), (0.3, (9, 12))])
+def test_label_update_forward_runs_on_the_image_resized_by_label_scale(scale, grid):
+    from auxseg.steps.update_labels import predict_label_inputs
+
+    seen = []
+
+    def model(image, return_affinity):
+        assert return_affinity
+        seen.append(tuple(image.shape[-2:]))
+        return SimpleNamespace(cam=image[:, :1].abs() + 1.0, affinity=None, sal_refined=image[:, :1])
+
+    image = torch.rand(1, 3, 30, 40)
+    cams, saliency = predict_label_inputs(model, image, np.array([1.0]), scale)
+    assert seen == [grid]                       # the network saw the resized image ...
+    assert cams.shape == (1, 30, 40) and saliency.shape == (30, 40)  # ... the labels are at the image's size
+    if scale == 1.0:                            # full size: no resampling at all, the published path
+        np.testing.assert_allclose(saliency, torch.sigmoid(image[0, 0]).numpy(), atol=1e-6)
+
+
+def test_label_scale_is_validated():
+    from auxseg.config import PseudoLabelParams
+    from auxseg.schema import ParamError, parse_section
+
+    assert parse_section(PseudoLabelParams, {"label_scale": 0.5}, "pseudo_labels").label_scale == 0.5
+    for bad in (0.0, -1.0, 5.0, "half"):
+        with pytest.raises(ParamError, match=r"pseudo_labels\.label_scale"):
+            parse_section(PseudoLabelParams, {"label_scale": bad}, "pseudo_labels")
+    assert PseudoLabelParams().label_scale == 1.0
+
+
 def test_multiscale_probs_order_follows_each_published_code():
     from auxseg.inference import multiscale_probs
 

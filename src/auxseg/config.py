@@ -315,6 +315,11 @@ class PseudoLabelParams:
     cam_threshold: Fraction = 0.2
     saliency_threshold: Fraction = 0.06
     saliency_crf_iterations: NonNegativeInt = field(1, help="mean-field steps of the saliency CRF (0: no CRF)")
+    label_scale: PositiveFloat = field(
+        1.0, le=4.0,
+        help="the label update's forward pass runs on the train image resized by this factor (1.0: full size, as "
+             "published); the CAMs and saliency are upsampled back to the image size before the fusion",
+    )
     out_root: Str = field("data/rounds", help="labels of round rK go to <out_root>/rK/{seg,sal,conf}")
     models_root: Str = field("models/rounds", help="the model of round rK is <models_root>/rK.pt")
     metrics_root: Str = field("metrics/rounds", help="metrics of round rK go to <metrics_root>/rK.json")

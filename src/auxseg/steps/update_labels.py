@@ -1,6 +1,7 @@
 """Step ``update_labels``: new pseudo labels from a round's AuxSegNet (spec §4.3), per train image at full size.
 
-1. forward once (single scale, eval mode) → raw CAMs, refined saliency logit and the cross-task affinity A_CT;
+1. forward once (single scale, eval mode; the image resized by ``pseudo_labels.label_scale``, 1.0 as published) → raw
+   CAMs, refined saliency logit and the cross-task affinity A_CT;
 2. CAMs: ReLU, each class divided by its max + 1e-5, absent classes zero; propagated ONCE with A_CT (identity in the
    ablation), not renormalised; upsampled bilinearly to (H, W);
 3. saliency labels = saliency CRF (one mean-field step) of ½(sigmoid(refined saliency) + the original prior), the
@@ -25,8 +26,17 @@ from auxseg.io import load_gray_png, save_gray_png, save_label_png
 from auxseg.steps.common import load_auxsegnet, model_normalization, open_split, staged_directory
 
 
-def forward_label_outputs(model, image: torch.Tensor):
-    """The model call of the label update: image (1, 3, H, W) normalised → ``AuxSegNetOutput`` with A_CT."""
+def forward_label_outputs(model, image: torch.Tensor, scale: float = 1.0):
+    """The model call of the label update: image (1, 3, H, W) normalised → ``AuxSegNetOutput`` with A_CT.
+
+    ``scale`` (> 0, ``pseudo_labels.label_scale``) resizes the image bilinearly to (round(H·scale), round(W·scale))
+    before the call (1.0: the image as it is, the published setting). The network's grid, and so the N of the N × N
+    affinity each A_CT row is a softmax over, shrinks with it; the caller upsamples the outputs to (H, W).
+    """
+    if scale != 1.0:
+        height, width = image.shape[-2:]
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
     return model(image, return_affinity=True)
 
 
@@ -56,9 +66,13 @@ def label_inputs_from_output(output, image_labels: np.ndarray, size: tuple[int, 
     return cams.cpu().numpy(), saliency.cpu().numpy()
 
 
-def predict_label_inputs(model, image: torch.Tensor, image_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """image (1, 3, H, W) normalised → (propagated normalised CAMs (K, H, W), refined saliency (H, W) in [0, 1])."""
-    output = forward_label_outputs(model, image)
+def predict_label_inputs(model, image: torch.Tensor, image_labels: np.ndarray,
+                         scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """image (1, 3, H, W) normalised → (propagated normalised CAMs (K, H, W), refined saliency (H, W) in [0, 1]).
+
+    The forward pass runs on the image resized by ``scale`` (:func:`forward_label_outputs`); the outputs are (H, W).
+    """
+    output = forward_label_outputs(model, image, scale)
     return label_inputs_from_output(output, image_labels, tuple(image.shape[-2:]))
 
 
@@ -120,7 +134,8 @@ def label_task(split, image_id: str, model, normalization, device, saliency: Sal
     rgb = split.load_image(image_id)
     labels = split.image_labels[image_id]
     with torch.inference_mode():
-        cams, refined = predict_label_inputs(model, normalize_image(rgb, normalization).unsqueeze(0).to(device), labels)
+        image = normalize_image(rgb, normalization).unsqueeze(0).to(device)
+        cams, refined = predict_label_inputs(model, image, labels, pseudo_labels.label_scale)
     return {
         "id": image_id, "rgb": rgb, "labels": labels, "cams": cams, "refined_saliency": refined,
         "prior": load_gray_png(Path(saliency.out_dir) / f"{image_id}.png"), "out_dir": out_dir,

@@ -106,7 +106,8 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Any]:
     for image_id in ids:
         rgb, labels, gt = split.load_image(image_id), split.image_labels[image_id], split.load_mask(image_id)
         with torch.inference_mode():
-            output = forward_label_outputs(model, normalize_image(rgb, normalization).unsqueeze(0))
+            output = forward_label_outputs(model, normalize_image(rgb, normalization).unsqueeze(0),
+                                           pseudo_labels.label_scale)
             size = rgb.shape[:2]
             cams = {True: label_inputs_from_output(output, labels, size)[0]}
             cams[False], refined = label_inputs_from_output(output._replace(affinity=None), labels, size)
