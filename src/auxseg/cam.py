@@ -86,8 +86,12 @@ def normalize_cams(cams: ArrayOrTensor, image_labels: np.ndarray | torch.Tensor)
     raise TypeError(f"cams must be a numpy array or a torch tensor, got {type(cams).__name__}")
 
 
-def _scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+def resize_by_scale(image: torch.Tensor, scale: float) -> torch.Tensor:
+    """image (B, C, H, W) resized bilinearly (align_corners=False) to (max(1, round(H·scale)), max(1, round(W·scale)));
+    the image itself when that is its size (scale 1.0). The resize of every multi-scale forward pass here."""
+    height, width = image.shape[-2:]
+    size = max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+    return image if size == (height, width) else F.interpolate(image, size=size, mode="bilinear", align_corners=False)
 
 
 def multiscale_cams(
@@ -124,10 +128,7 @@ def multiscale_cams(
         with torch.no_grad():
             total: torch.Tensor | None = None
             for scale in scales:
-                size = _scaled_size(height, width, scale)
-                scaled = image if size == (height, width) else F.interpolate(
-                    image, size=size, mode="bilinear", align_corners=False
-                )
+                scaled = resize_by_scale(image, scale)
                 batch = torch.cat((scaled, scaled.flip(-1)), dim=0) if flip else scaled
                 maps = F.relu(model.cams(batch).float())  # (1 or 2, K, h, w), fp32 also under bf16 autocast
                 if maps.dim() != 4 or maps.shape[1] != labels.shape[0]:

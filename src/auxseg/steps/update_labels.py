@@ -33,11 +33,9 @@ def forward_label_outputs(model, image: torch.Tensor, scale: float = 1.0):
     before the call (1.0: the image as it is, the published setting). The network's grid, and so the N of the N × N
     affinity each A_CT row is a softmax over, shrinks with it; the caller upsamples the outputs to (H, W).
     """
-    if scale != 1.0:
-        height, width = image.shape[-2:]
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
-    return model(image, return_affinity=True)
+    from auxseg.cam import resize_by_scale
+
+    return model(resize_by_scale(image, scale), return_affinity=True)
 
 
 def label_inputs_from_output(output, image_labels: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
