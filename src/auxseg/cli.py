@@ -57,6 +57,8 @@ TOOLS = {
     "top5": ("auxseg.tools.imagenet_top5", "ImageNet top-5 classes of a few photos: check a backbone's weights"),
     "ablate-labels": ("auxseg.tools.label_ablation",
                       "a round's label update with A_CT propagation / saliency refinement switched off, scored"),
+    "supervised-ceiling": ("auxseg.tools.supervised_ceiling",
+                           "the params' DeepLab trained on the ground-truth train masks, scored on val"),
 }
 BENCHMARKS = {
     "label-update": ("auxseg.tools.bench_label_update", "time the phases of AuxSegNet's pseudo-label update"),

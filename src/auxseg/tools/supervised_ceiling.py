@@ -1,0 +1,153 @@
+"""The fully supervised ceiling of the final stage: the params' DeepLab trained on the ground-truth masks of the
+train split instead of pseudo labels, scored on val as step ``evaluate`` scores the weakly supervised one.
+
+Usage (in a repository whose ``dataset`` has masks, e.g. after ``dvc repro prepare_data``)::
+
+    auxseg supervised-ceiling [--params params.yaml] [--epochs N] [--train-too] [--threads 2] [--json OUT]
+
+WSSS papers print this row beside their results (the "fully supervised" DeepLab trained on the pixel masks of the
+same images). On a small dataset it answers a question the pseudo labels cannot: can the final DeepLab's recipe
+(``deeplab.network``, ``augment``, ``optim``; ``--epochs`` overrides ``optim.epochs``) with this many photos per
+class reach a target at all? A DeepLab trained on perfect labels that scores below the CAM seeds means that no
+pseudo label can lift the weakly supervised one above them. ``--train-too`` also scores the train images, which
+shows whether the recipe fits even the photos it was trained on.
+
+Exactly the stage's training and scoring: the model of ``deeplab.network`` (from its ImageNet weights, or the
+classifier's backbone with ``init_from_classifier``), ``TrainingSet`` with ``use_gt_masks``, the engine's ``train``
+with the ``deeplab.optim`` schedule and ``seed``, the plain cross-entropy (``deeplab.aux_losses`` exist for noisy
+labels and are not used), then ``evaluate.scales`` / ``flip`` / ``crf_iterations``. Train images without a mask are
+left out. Nothing is written except ``--json`` (the checkpoint lives in a temporary folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from auxseg.tools.args import int_at_least
+
+SECTIONS = ["seed", "dataset", "classifier", "deeplab", "evaluate", "runtime"]
+
+
+def train_images_per_class(split) -> dict[str, int]:
+    """Foreground class name → number of images of ``split`` whose image-level labels (multi-hot (K,)) contain it."""
+    import numpy as np
+
+    counts = np.zeros(split.num_classes - 1, dtype=np.int64)
+    for image_id in split.ids:
+        counts += np.asarray(split.image_labels[image_id]) > 0.5
+    return {name: int(count) for name, count in zip(split.class_names[1:], counts)}
+
+
+def run_ceiling(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from auxseg.data.training import TrainingSet
+    from auxseg.engine import resolve_device, train
+    from auxseg.io import DataError
+    from auxseg.params import load_stage_params
+    from auxseg.runtime import inference_autocast, inference_model
+    from auxseg.steps.common import fingerprint, open_split, scored_split
+    from auxseg.steps.evaluate import multiscale_probs_fn, predict_split, score_predictions
+    from auxseg.steps.train_deeplab import build_deeplab, load_classifier_backbone, make_loss
+
+    torch.set_num_threads(args.threads)
+    params = load_stage_params(SECTIONS, args.params, stage=None)
+    dataset, deeplab, evaluate, runtime = params["dataset"], params["deeplab"], params["evaluate"], params["runtime"]
+    if args.epochs:
+        deeplab = dataclasses.replace(deeplab, optim=dataclasses.replace(deeplab.optim, epochs=args.epochs))
+    seed = deeplab.training_seed(params["seed"])
+    train_split, _ = scored_split(open_split(dataset, "train"))
+    val_split, _ = scored_split(open_split(dataset, "val"))
+    for role, split in (("train", train_split), ("val", val_split)):
+        if split is None:
+            raise DataError(f"dataset.{role}_split: no image has a ground-truth mask; the ceiling needs masks")
+
+    torch.manual_seed(seed)
+    model = build_deeplab(deeplab, train_split.num_classes)
+    normalization = model.backbone.normalization
+    if deeplab.init_from_classifier:
+        normalization = load_classifier_backbone(model, params["classifier"].model_out, deeplab)
+    train_set = TrainingSet(train_split, deeplab.augment, seed=seed, use_gt_masks=True, normalization=normalization)
+    plain_ce = make_loss(dataclasses.replace(deeplab.aux_losses, aa_weight=0.0, lr_weight=0.0))
+    with tempfile.TemporaryDirectory(prefix="auxseg-ceiling-") as checkpoint_dir:
+        model = train(
+            model, train_set, plain_ce, param_groups=model.param_groups(deeplab.optim.head_lr_mult),
+            optim=deeplab.optim, runtime=runtime, seed=seed, checkpoint_dir=checkpoint_dir,
+            fingerprint=fingerprint("supervised-ceiling", seed, dataset, deeplab, len(train_set)), desc="ceiling",
+        )
+    device = resolve_device(runtime)
+    model = inference_model(model.eval(), runtime, device)
+    probs_fn = multiscale_probs_fn(model, evaluate.scales, evaluate.flip, device, normalization)
+    scores: dict[str, Any] = {}
+    for role, split in (("val", val_split), ("train", train_split)):
+        if role == "train" and not args.train_too:
+            continue
+        with inference_autocast(runtime, device):
+            plain, with_crf = score_predictions(
+                split, predict_split(f"ceiling {role}", probs_fn, split, evaluate.crf_iterations, runtime))
+        plain_result, crf_result = plain.compute(), with_crf.compute()
+        scores[role] = {
+            "images": len(split.ids), "miou": plain_result["miou"], "miou_crf": crf_result["miou"],
+            "precision": plain_result["precision"], "recall": plain_result["recall"],
+            "per_class_iou": plain_result["per_class_iou"],
+        }
+    return {
+        "backbone": deeplab.network.backbone, "epochs": deeplab.optim.epochs, "steps_per_epoch":
+        len(train_set) // deeplab.optim.batch_size, "train_images": len(train_set),
+        "train_images_per_class": train_images_per_class(train_split), **scores,
+    }
+
+
+def format_report(result: dict[str, Any]) -> str:
+    lines = [
+        f"DeepLab ({result['backbone']}, {result['epochs']} × {result['steps_per_epoch']} steps) trained on the "
+        f"ground-truth masks of {result['train_images']} train images",
+        "",
+        f"{'split':<8}{'images':>7}{'mIoU':>8}{'CRF':>8}{'precision':>11}{'recall':>8}",
+    ]
+    roles = [role for role in ("val", "train") if role in result]
+    for role in roles:
+        figures = result[role]
+        lines.append(f"{role:<8}{figures['images']:>7}{figures['miou']:>8.4f}{figures['miou_crf']:>8.4f}"
+                     f"{figures['precision']:>11.4f}{figures['recall']:>8.4f}")
+    lines += ["", f"{'class':<14}{'train images':>13}" + "".join(f"{role + ' IoU':>11}" for role in roles)]
+    counts = result["train_images_per_class"]
+    for name in ["background", *counts]:
+        row = f"{name:<14}{counts.get(name, '-'):>13}"
+        for role in roles:
+            value = result[role]["per_class_iou"].get(name)
+            row += f"{'-' if value is None or value != value else f'{value:.3f}':>11}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog or "python -m auxseg.tools.supervised_ceiling",
+        description="Train the params' DeepLab on the ground-truth train masks and score it on val: the fully "
+        "supervised ceiling of the final stage.",
+    )
+    parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    parser.add_argument("--epochs", type=int_at_least(1, "at least 1"), default=None,
+                        help="override deeplab.optim.epochs")
+    parser.add_argument("--train-too", action="store_true", help="also score the train images")
+    parser.add_argument("--threads", type=int_at_least(1, "at least 1"), default=2,
+                        help="torch intra-op threads (default 2)")
+    parser.add_argument("--json", metavar="OUT", default=None, help="also write the figures as JSON to OUT")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Command-line entry point; returns the exit status (argparse exits with 2 on bad arguments)."""
+    from auxseg.tools.bench_label_update import run_and_report
+
+    return run_and_report(build_parser(prog).parse_args(argv), run_ceiling, format_report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
