@@ -1,8 +1,12 @@
 """``auxseg supervised-ceiling``: the params' DeepLab trained on the ground-truth masks, scored; bad input exits 2."""
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -83,3 +87,60 @@ def test_the_report_names_every_class_with_its_train_images():
                           "train_images_per_class": {"cat": 4, "dog": 0}, "val": scores})
     rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[6:]}
     assert rows == {"background": ["-", "0.900"], "cat": ["4", "0.100"], "dog": ["0", "-"]}
+
+
+def _ceiling(repo: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "auxseg.cli", "supervised-ceiling", *args], cwd=repo,
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_bad_files_and_values_are_refused_before_the_training_with_one_error_line(tiny_repo, tmp_path):
+    # --json naming a directory: refused before training, not after
+    result = _ceiling(tiny_repo, "--epochs", "1", "--json", str(tmp_path))
+    assert result.returncode == 2 and f"error: {tmp_path}: --json names a directory" in result.stderr
+    assert "ceiling 1/" not in result.stderr + result.stdout and "Traceback" not in result.stderr
+    # a corrupt val image is found before the training starts
+    data = tmp_path / "data"
+    shutil.copytree(tiny_repo / "data/synthetic", data)
+    broken = sorted((data / "JPEGImages").glob("syn_val_*.jpg"))[0]
+    broken.write_bytes(broken.read_bytes()[:200])
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({**TINY, "dataset": {"root": str(data)}}))
+    result = _ceiling(tiny_repo, "--params", str(params), "--json", "never.json")
+    assert result.returncode == 2 and broken.name in result.stderr and "ceiling 1/" not in result.stderr
+    assert not (tiny_repo / "never.json").exists()
+    # a value the model code refuses is an error line too, not a traceback
+    params.write_text(yaml.safe_dump({**TINY, "deeplab": {**TINY["deeplab"], "network": {"backbone": "resnet9000"}}}))
+    result = _ceiling(tiny_repo, "--params", str(params))
+    assert result.returncode == 2 and "error:" in result.stderr and "resnet9000" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sigterm_removes_the_temporary_checkpoint(tiny_repo, tmp_path):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    process = subprocess.Popen([sys.executable, "-m", "auxseg.cli", "supervised-ceiling", "--epochs", "500"],
+                               cwd=tiny_repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(scratch.glob("auxseg-ceiling-*/last.pt")) and time.monotonic() < deadline:
+            time.sleep(0.2)  # wait for the first epoch's checkpoint
+        assert list(scratch.glob("auxseg-ceiling-*/last.pt")), "no checkpoint appeared"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        process.kill()
+    assert not list(scratch.glob("auxseg-ceiling-*"))
+
+
+def test_an_empty_or_foreign_model_file_is_refused_naming_it(tmp_path):
+    from auxseg.steps.common import load_model_file
+
+    empty = tmp_path / "classifier.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=f"{empty}: not a readable model file"):
+        load_model_file(empty)
+    empty.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match=f"{empty}: not a readable model file"):
+        load_model_file(empty)

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -79,11 +80,15 @@ def save_model(path: str | Path, model: torch.nn.Module, *, normalization: Norma
 
 
 def load_model_file(path: str | Path) -> dict:
-    """Read a checkpoint written by :func:`save_model`; a missing or foreign file is a clear error."""
+    """Read a checkpoint written by :func:`save_model`; a missing file is FileNotFoundError, an empty, truncated or
+    foreign one a ValueError naming ``path``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found (run the stage that writes it first)")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError, pickle.UnpicklingError) as error:  # empty, truncated or foreign bytes
+        raise ValueError(f"{path}: not a readable model file ({type(error).__name__}: {error})") from None
     if not isinstance(payload, dict) or "meta" not in payload or "state_dict" not in payload:
         raise ValueError(f"{path}: not an auxseg model file (expected 'meta' and 'state_dict')")
     return payload

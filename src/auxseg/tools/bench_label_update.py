@@ -408,26 +408,25 @@ def round_tool_parser(prog: str, description: str) -> argparse.ArgumentParser:
 def run_and_report(args: argparse.Namespace, run, report) -> int:
     """The body of a benchmark tool's ``main``: ``result = run(args)`` (torch's thread count restored afterwards,
     as ``main`` may be called in-process by tests), print ``report(result)``, write it to ``args.json`` if given.
-    Bad params, a missing or unreadable file: one ``error:`` line naming it on stderr and exit status 2."""
+    Bad params, a missing or unreadable file, an unwritable ``--json``, a value the model code refuses (unknown
+    backbone, CUDA asked for on a machine without it): one ``error:`` line on stderr and exit status 2
+    (:class:`~auxseg.schema.ParamError` and :class:`~auxseg.io.DataError` are ValueErrors)."""
     import torch
 
-    from auxseg.io import DataError
-    from auxseg.schema import ParamError
+    from auxseg.io import save_json
 
     previous_threads = torch.get_num_threads()
     try:
         result = run(args)
-    except (ParamError, DataError, FileNotFoundError) as error:
+        print(report(result), flush=True)
+        if args.json is not None:
+            save_json(args.json, result)
+            print(f"wrote {args.json}")
+    except (ValueError, RuntimeError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:
         torch.set_num_threads(previous_threads)
-    print(report(result), flush=True)
-    if args.json is not None:
-        from auxseg.io import save_json
-
-        save_json(args.json, result)
-        print(f"wrote {args.json}")
     return 0
 
 

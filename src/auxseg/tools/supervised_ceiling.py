@@ -1,7 +1,8 @@
 """The fully supervised ceiling of the final stage: the params' DeepLab trained on the ground-truth masks of the
 train split instead of pseudo labels, scored on val as step ``evaluate`` scores the weakly supervised one.
 
-Usage (in a repository whose ``dataset`` has masks, e.g. after ``dvc repro prepare_data``)::
+Usage (in a repository whose ``dataset`` has masks, e.g. after ``dvc repro prepare_data``; with
+``deeplab.init_from_classifier``, as in the default params, after ``dvc repro train_classifier``)::
 
     auxseg supervised-ceiling [--params params.yaml] [--epochs N] [--train-too] [--threads 2] [--json OUT]
 
@@ -16,17 +17,22 @@ Exactly the stage's training and scoring: the model of ``deeplab.network`` (from
 classifier's backbone with ``init_from_classifier``), ``TrainingSet`` with ``use_gt_masks``, the engine's ``train``
 with the ``deeplab.optim`` schedule and ``seed``, the plain cross-entropy (``deeplab.aux_losses`` exist for noisy
 labels and are not used), then ``evaluate.scales`` / ``flip`` / ``crf_iterations``. Train images without a mask are
-left out. Nothing is written except ``--json`` (the checkpoint lives in a temporary folder).
+left out. Every image and mask of both splits is checked and ``--json`` is tried before the training starts. Nothing
+is written except ``--json``: the checkpoint lives in a temporary folder, removed also on Ctrl-C and SIGTERM.
+Bad params, a bad or missing file, an unwritable ``--json``: one ``error:`` line naming it, exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from auxseg.tools.args import int_at_least
 
@@ -43,15 +49,51 @@ def train_images_per_class(split) -> dict[str, int]:
     return {name: int(count) for name, count in zip(split.class_names[1:], counts)}
 
 
+def check_writable(path: str | Path) -> None:
+    """OSError naming ``path`` unless a file can be written there (checked before the training, not after)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: --json names a directory, not a file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".check"):
+        pass
+
+
+@contextlib.contextmanager
+def sigterm_as_exit() -> Iterator[dict]:
+    """SIGTERM raises SystemExit(143) inside the block, so the temporary checkpoint folder is removed as on Ctrl-C;
+    yields a dict whose ``"received"`` turns True when it arrived (torch.save turns an exception raised while it
+    writes into a RuntimeError, so the caller checks this rather than the exception). Only in the main thread;
+    elsewhere the handler cannot be set and the block runs as is."""
+    state = {"received": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def stop(signum, frame):
+        state["received"] = True
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield state
+    except SystemExit:
+        if not state["received"]:
+            raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_ceiling(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from auxseg.data.datasets import load_split
     from auxseg.data.training import TrainingSet
     from auxseg.engine import resolve_device, train
     from auxseg.io import DataError
     from auxseg.params import load_stage_params
     from auxseg.runtime import inference_autocast, inference_model
-    from auxseg.steps.common import fingerprint, open_split, scored_split
+    from auxseg.steps.common import fingerprint, scored_split
     from auxseg.steps.evaluate import multiscale_probs_fn, predict_split, score_predictions
     from auxseg.steps.train_deeplab import build_deeplab, load_classifier_backbone, make_loss
 
@@ -61,11 +103,14 @@ def run_ceiling(args: argparse.Namespace) -> dict[str, Any]:
     if args.epochs:
         deeplab = dataclasses.replace(deeplab, optim=dataclasses.replace(deeplab.optim, epochs=args.epochs))
     seed = deeplab.training_seed(params["seed"])
-    train_split, _ = scored_split(open_split(dataset, "train"))
-    val_split, _ = scored_split(open_split(dataset, "val"))
-    for role, split in (("train", train_split), ("val", val_split)):
-        if split is None:
+    if args.json is not None:
+        check_writable(args.json)
+    splits = {}
+    for role in ("train", "val"):  # every image and mask decoded and checked now, not after an hour of training
+        splits[role], _ = scored_split(load_split(dataset, getattr(dataset, f"{role}_split"), validate=True))
+        if splits[role] is None:
             raise DataError(f"dataset.{role}_split: no image has a ground-truth mask; the ceiling needs masks")
+    train_split, val_split = splits["train"], splits["val"]
 
     torch.manual_seed(seed)
     model = build_deeplab(deeplab, train_split.num_classes)
@@ -97,8 +142,9 @@ def run_ceiling(args: argparse.Namespace) -> dict[str, Any]:
             "per_class_iou": plain_result["per_class_iou"],
         }
     return {
-        "backbone": deeplab.network.backbone, "epochs": deeplab.optim.epochs, "steps_per_epoch":
-        len(train_set) // deeplab.optim.batch_size, "train_images": len(train_set),
+        "backbone": deeplab.network.backbone, "epochs": deeplab.optim.epochs,
+        "steps_per_epoch": len(train_set) // min(deeplab.optim.batch_size, len(train_set)),  # the engine's batches
+        "train_images": len(train_set),
         "train_images_per_class": train_images_per_class(train_split), **scores,
     }
 
@@ -146,7 +192,14 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Command-line entry point; returns the exit status (argparse exits with 2 on bad arguments)."""
     from auxseg.tools.bench_label_update import run_and_report
 
-    return run_and_report(build_parser(prog).parse_args(argv), run_ceiling, format_report)
+    args = build_parser(prog).parse_args(argv)
+    status = 2
+    with sigterm_as_exit() as sigterm:
+        status = run_and_report(args, run_ceiling, format_report)
+    if sigterm["received"]:
+        print("stopped by SIGTERM; the temporary checkpoint was removed", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    return status
 
 
 if __name__ == "__main__":
