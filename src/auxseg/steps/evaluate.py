@@ -71,8 +71,10 @@ def report_keys(name: str, plain: SegmentationMetric, with_crf: SegmentationMetr
     }
 
 
-def _evaluate_network(name: str, logits_fn, normalization: Normalization, split, evaluate: EvaluateParams,
-                      runtime: RuntimeSection, device):
+def evaluate_network(name: str, logits_fn, normalization: Normalization, split, evaluate: EvaluateParams,
+                     runtime: RuntimeSection, device) -> tuple[SegmentationMetric, SegmentationMetric]:
+    """Metrics (without CRF, with CRF) of ``logits_fn`` (images normalised with ``normalization``) on every image of
+    ``split``, at ``evaluate.scales`` / ``flip`` / ``crf_iterations``; the caller sets the autocast context."""
     probs_fn = multiscale_probs_fn(logits_fn, evaluate.scales, evaluate.flip, device, normalization)
     return score_predictions(split, predict_split(name, probs_fn, split, evaluate.crf_iterations, runtime))
 
@@ -100,7 +102,7 @@ def run(final_round: str, dataset: DatasetParams, deeplab: DeepLabParams, pseudo
             ("auxsegnet", lambda x: auxsegnet_model(x).seg_refined, model_normalization(auxsegnet_meta, auxsegnet_path)),
         ):
             with inference_autocast(runtime, device):
-                plain, with_crf = _evaluate_network(name, logits_fn, normalization, split, evaluate, runtime, device)
+                plain, with_crf = evaluate_network(name, logits_fn, normalization, split, evaluate, runtime, device)
             report.update(report_keys(name, plain, with_crf))
             if name == "deeplab":
                 confusion = with_crf

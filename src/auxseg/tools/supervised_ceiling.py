@@ -16,8 +16,8 @@ shows whether the recipe fits even the photos it was trained on.
 Exactly the stage's training and scoring: the model of ``deeplab.network`` (from its ImageNet weights, or the
 classifier's backbone with ``init_from_classifier``), ``TrainingSet`` with ``use_gt_masks``, the engine's ``train``
 with the ``deeplab.optim`` schedule and ``seed``, the plain cross-entropy (``deeplab.aux_losses`` exist for noisy
-labels and are not used), then ``evaluate.scales`` / ``flip`` / ``crf_iterations``. Train images without a mask are
-left out. Every image and mask of both splits is checked and ``--json`` is tried before the training starts. Nothing
+labels and are not used), then step ``evaluate``'s ``evaluate_network`` at ``evaluate.scales`` / ``flip`` /
+``crf_iterations``. Train images without a mask are left out. Every image and mask of both splits is checked and ``--json`` is tried before the training starts. Nothing
 is written except ``--json``: the checkpoint lives in a temporary folder, removed also on Ctrl-C and SIGTERM.
 Bad params, a bad or missing file, an unwritable ``--json``: one ``error:`` line naming it, exit status 2.
 """
@@ -94,7 +94,7 @@ def run_ceiling(args: argparse.Namespace) -> dict[str, Any]:
     from auxseg.params import load_stage_params
     from auxseg.runtime import inference_autocast, inference_model
     from auxseg.steps.common import fingerprint, scored_split
-    from auxseg.steps.evaluate import multiscale_probs_fn, predict_split, score_predictions
+    from auxseg.steps.evaluate import evaluate_network
     from auxseg.steps.train_deeplab import build_deeplab, load_classifier_backbone, make_loss
 
     torch.set_num_threads(args.threads)
@@ -127,14 +127,12 @@ def run_ceiling(args: argparse.Namespace) -> dict[str, Any]:
         )
     device = resolve_device(runtime)
     model = inference_model(model.eval(), runtime, device)
-    probs_fn = multiscale_probs_fn(model, evaluate.scales, evaluate.flip, device, normalization)
     scores: dict[str, Any] = {}
     for role, split in (("val", val_split), ("train", train_split)):
         if role == "train" and not args.train_too:
             continue
         with inference_autocast(runtime, device):
-            plain, with_crf = score_predictions(
-                split, predict_split(f"ceiling {role}", probs_fn, split, evaluate.crf_iterations, runtime))
+            plain, with_crf = evaluate_network(f"ceiling {role}", model, normalization, split, evaluate, runtime, device)
         plain_result, crf_result = plain.compute(), with_crf.compute()
         scores[role] = {
             "images": len(split.ids), "miou": plain_result["miou"], "miou_crf": crf_result["miou"],
@@ -193,7 +191,6 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     from auxseg.tools.bench_label_update import run_and_report
 
     args = build_parser(prog).parse_args(argv)
-    status = 2
     with sigterm_as_exit() as sigterm:
         status = run_and_report(args, run_ceiling, format_report)
     if sigterm["received"]:
